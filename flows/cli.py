@@ -1,0 +1,243 @@
+"""`scoregate`: the command line that starts the flows.
+
+Only the standard library is imported at start-up, so `--help` answers at once; each command imports what it needs.
+
+Exit codes:
+  0  success
+  1  unexpected error (a bug, or a server that failed in an unforeseen way)
+  2  usage or configuration error (bad arguments, a config file that does not validate)
+  3  data error (missing or unreadable file, missing columns, too many rejected rows, a bad target or feature)
+  4  a policy said no (promotion denied, a policy test failed, an audit log that does not verify)
+  5  packaging or registry error (bentoml build or MLflow failed; nothing was left registered)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_POLICY, EXIT_PACKAGING = 0, 1, 2, 3, 4, 5
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scoregate",
+        description="Train, gate and ship a logistic-regression risk model.",
+        epilog="Exit codes: 0 ok, 1 unexpected error, 2 usage/config, 3 data, 4 policy denied, 5 packaging/registry.",
+    )
+    parser.add_argument(
+        "--home", type=Path, help="everything is stored here (default: $SCOREGATE_HOME or ./.scoregate)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Prefect's own logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="generate card transactions and run the whole training flow on them")
+    demo.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200000)")
+    demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    train = commands.add_parser("train", help="run the training flow on your own CSV or Parquet file")
+    train.add_argument("--config", type=Path, required=True, help="a YAML training config (see tasks/configs/)")
+    train.add_argument("--rows", type=int, default=200_000, help="rows to generate when the config names no data")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    schemas = commands.add_parser("schemas", help="write (or check) the published JSON Schemas")
+    schemas.add_argument("--check", action="store_true", help="exit 1 when a committed schema is out of date")
+
+    policy = commands.add_parser("policy", help="test, check and replay the Rego policies")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    for name, text in (("test", "run every test_ rule with the OPA engine"), ("check", "compile, validate examples")):
+        sub = policy_commands.add_parser(name, help=text)
+        sub.add_argument("--policies", type=Path, default=_project_root() / "policies")
+    replay = policy_commands.add_parser("replay", help="re-decide stored decisions under the working-tree policies")
+    replay.add_argument("--policies", type=Path, default=_project_root() / "policies")
+    replay.add_argument("--since", help="only decisions from this ISO date on")
+    replay.add_argument("--out", type=Path, help="write the Markdown report here")
+
+    audit = commands.add_parser("audit", help="the hash-chained audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="find edited, removed or reordered records")
+    verify.add_argument("--log", type=Path, help="the audit log (default: $SCOREGATE_HOME/audit/audit.jsonl)")
+    return parser
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def _prepare_environment(args: argparse.Namespace) -> Any:
+    """Set the variables the libraries read at import time, before any of them is imported."""
+    if args.home is not None:
+        os.environ["SCOREGATE_HOME"] = str(args.home.resolve())
+    from tasks.settings import Settings, quiet_environment
+
+    settings = Settings.from_env()
+    quiet_environment(settings)
+    # A fresh Prefect database can take longer than the default 20 s to come up on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    if not args.verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    return settings
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold green]Model {summary['model_name']} version {summary['model_version']}[/] registered.")
+    console.print(f"  MLflow run   {summary['run_id']}")
+    console.print(f"  bento        {summary['bento_tag']}  (sha256 {summary['bento_digest'][:16]}...)")
+    rows = summary["rows"]
+    console.print(
+        f"  rows         read {rows['read']}, rejected {rows['rejected']}, "
+        f"train {rows['train']} / valid {rows['valid']} / test {rows['test']}"
+    )
+    console.print(f"  threshold    {summary['threshold']:.4f} ({summary['threshold_method']})")
+    table = Table(title="Test metrics (95% bootstrap interval)")
+    for column in ("metric", "value", "interval"):
+        table.add_column(column)
+    for name in ("roc_auc", "pr_auc", "log_loss", "brier", "ece", "ks", "precision", "recall", "f1"):
+        metric = summary["metrics"].get(name)
+        if metric:
+            table.add_row(name, f"{metric['value']:.4f}", f"[{metric['ci_low']:.4f}, {metric['ci_high']:.4f}]")
+    console.print(table)
+    console.print(f"  reports      {summary['reports_dir']}")
+    if summary.get("quarantine_path"):
+        console.print(f"  quarantine   {summary['quarantine_path']}")
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@dataclass
+class _Stage:
+    name: str
+    started: float
+
+
+def _run_training(args: argparse.Namespace, config_path: Path | None) -> int:
+    settings = _prepare_environment(args)
+    from tasks.config import ConfigError, load_training_config
+
+    if args.rows < 1:
+        print("scoregate: --rows must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_training_config(config_path) if config_path is not None else None
+    except ConfigError as error:
+        print(f"scoregate: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    current = _Stage(name="", started=started)
+
+    def show(name: str) -> None:
+        now = time.perf_counter()
+        if current.name:
+            console.print(f"[green]done[/] {current.name} ({now - current.started:.1f} s)")
+        current.name, current.started = name, now
+        console.print(f"[cyan]...[/] {name}")
+
+    from flows.progress import add_listener, remove_listener
+
+    add_listener(show)
+    console.print(f"[dim]scoregate home: {settings.home}[/]")
+    try:
+        from flows.training import training_flow
+
+        summary = training_flow(config=config.model_dump(mode="json") if config else None, rows=args.rows)
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a one-line message and an exit code
+        remove_listener(show)
+        return _report_failure(error)
+    remove_listener(show)
+    console.print(f"[green]done[/] {current.name} ({time.perf_counter() - current.started:.1f} s)")
+    console.print(f"[dim]total {time.perf_counter() - started:.1f} s[/]")
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        _print_summary(summary)
+    return EXIT_OK
+
+
+def _report_failure(error: BaseException) -> int:
+    from tasks.dataset import FeatureValidationError
+    from tasks.ingest import IngestError
+    from tasks.package import BentoBuildError
+    from tasks.split import SplitError
+    from tasks.train import ThresholdError
+
+    if isinstance(error, KeyboardInterrupt):
+        print("scoregate: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, IngestError | FeatureValidationError | SplitError | ThresholdError):
+        print(f"scoregate: data error: {message}", file=sys.stderr)
+        return EXIT_DATA
+    if isinstance(error, BentoBuildError):
+        print(f"scoregate: packaging error: {message}", file=sys.stderr)
+        return EXIT_PACKAGING
+    print(f"scoregate: error: {type(error).__name__}: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _run_schemas(args: argparse.Namespace) -> int:
+    from tasks.published_schemas import write_schemas
+
+    stale = write_schemas(check_only=args.check)
+    for path in stale:
+        print(f"{'out of date' if args.check else 'wrote'}: {path}")
+    return EXIT_ERROR if (args.check and stale) else EXIT_OK
+
+
+def _run_policy(args: argparse.Namespace) -> int:
+    from flows import policy_commands
+
+    if args.policy_command == "test":
+        return _policy_exit(policy_commands.policy_test(args.policies))
+    if args.policy_command == "check":
+        return _policy_exit(policy_commands.policy_check(args.policies))
+    from datetime import datetime
+
+    settings = _prepare_environment(args)
+    since = datetime.fromisoformat(args.since) if args.since else None
+    store = settings.home / "decisions"
+    return _policy_exit(policy_commands.policy_replay(args.policies, store, since, args.out))
+
+
+def _policy_exit(code: int) -> int:
+    return EXIT_OK if code == 0 else EXIT_POLICY
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from flows import policy_commands
+
+    settings = _prepare_environment(args)
+    log = args.log if args.log is not None else settings.home / "audit" / "audit.jsonl"
+    return _policy_exit(policy_commands.audit_verify(log))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _run_training(args, None)
+    if args.command == "train":
+        return _run_training(args, args.config)
+    if args.command == "schemas":
+        return _run_schemas(args)
+    if args.command == "policy":
+        return _run_policy(args)
+    return _run_audit(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
