@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from mlflow.pyfunc.model import PythonModel
 import polars as pl
+from mlflow.pyfunc.model import PythonModel
 
 from tasks.model import ScoringModel
 
