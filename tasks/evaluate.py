@@ -22,8 +22,12 @@ and each has its own child generator, so the report does not depend on either.
 Conventions for a segment that lacks a class: `roc_auc` and `ks` need both classes;
 `pr_auc`, `recall` and `f1` need a positive; undefined metrics are left out of that
 segment's dict. `precision` with nothing flagged is 0.0 (scikit-learn's
-`zero_division` default). A resample in which a metric is undefined is left out of
-that metric's interval.
+`zero_division` default). A resample in which a metric is undefined (no positive, no
+negative, nothing flagged) is left out of that metric's interval.
+
+The resample weights are drawn in the order of one segment column when there are
+segments (see `_host_layout`), so the whole split's intervals depend on the segment
+columns passed as well as on the seed; point values do not.
 """
 
 from __future__ import annotations
@@ -215,7 +219,8 @@ def _row_features(y: LabelArray, s: FloatArray) -> FloatArray:
     clipped = np.clip(s, _LOG_LOSS_EPS, 1.0 - _LOG_LOSS_EPS)
     features = np.empty((s.shape[0], 3), dtype=np.float64)
     features[:, 0] = s
-    features[:, 1] = -np.log(np.where(y == 1, clipped, 1.0 - clipped))
+    # The probability given to the true class: the clipped score, or one minus it.
+    features[:, 1] = -np.log(np.abs((1 - y) - clipped))
     features[:, 2] = np.square(s - y)
     return features
 
@@ -392,7 +397,7 @@ def _metrics(
 
         true_pos = pos_cum[:, population.threshold_cut]
         flagged = weight_cum[:, population.threshold_cut]
-        precision = np.divide(true_pos, flagged, out=np.zeros(batch), where=flagged > 0)
+        precision = np.divide(true_pos, flagged, out=np.full(batch, np.nan), where=flagged > 0)
         recall = true_pos / positives
         f1 = np.where(positives > 0, 2.0 * true_pos / (flagged + positives), np.nan)
 
@@ -448,7 +453,11 @@ def _point_values(layout: _Layout) -> list[dict[str, float]]:
             undefined |= _NEEDS_POSITIVES | _NEEDS_BOTH_CLASSES
         if negatives == 0:
             undefined |= _NEEDS_BOTH_CLASSES
-        values.append({name: float(metrics[name][0]) for name in METRIC_NAMES if name not in undefined})
+        point = {name: float(metrics[name][0]) for name in METRIC_NAMES if name not in undefined}
+        if math.isnan(point["precision"]):
+            # Nothing flagged: scikit-learn's zero_division default.
+            point["precision"] = 0.0
+        values.append(point)
     return values
 
 
@@ -530,7 +539,7 @@ def _check_labels(y_true: ArrayLike) -> LabelArray:
     y = np.asarray(y_true)
     if y.ndim != 1:
         raise ValueError(f"y_true must be one-dimensional, got shape {y.shape}")
-    if y.dtype != np.bool_ and y.size and not np.isin(np.unique(y), (0, 1)).all():
+    if y.dtype != np.bool_ and not np.all((y == 0) | (y == 1)):
         raise ValueError("y_true must hold only 0 and 1")
     return y.astype(np.int8)
 

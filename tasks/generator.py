@@ -62,9 +62,7 @@ MERCHANT_CATEGORIES: Final[tuple[str, ...]] = (
     "entertainment",
     "cash",
 )
-RISKY_CATEGORIES: Final[frozenset[str]] = frozenset(
-    {"electronics", "jewelry", "gaming", "travel"}
-)
+RISKY_CATEGORIES: Final[frozenset[str]] = frozenset({"electronics", "jewelry", "gaming", "travel"})
 CHANNELS: Final[tuple[str, ...]] = ("online", "pos", "atm")
 # Cards are issued in these countries only; the rest of `_COUNTRIES` appear only as foreign merchant countries.
 CARD_COUNTRIES: Final[tuple[str, ...]] = (
@@ -133,19 +131,11 @@ _HOUR_WEIGHTS: Final = np.array(
 
 # Per merchant category, in MERCHANT_CATEGORIES order: share of transactions, median amount, and the share that is
 # online (cash is always an ATM withdrawal).
-_CATEGORY_WEIGHTS: Final = np.array(
-    [22, 10, 16, 3, 4, 15, 3, 1, 6, 6, 8, 6], dtype=np.float64
-)
-_CATEGORY_MEDIAN_AMOUNT: Final = np.array(
-    [35, 45, 28, 320, 180, 45, 20, 350, 22, 85, 30, 80], dtype=np.float64
-)
-_CATEGORY_ONLINE_SHARE: Final = np.array(
-    [0.05, 0.0, 0.1, 0.6, 0.45, 1.0, 0.9, 0.2, 0.1, 0.7, 0.5, 0.0]
-)
+_CATEGORY_WEIGHTS: Final = np.array([22, 10, 16, 3, 4, 15, 3, 1, 6, 6, 8, 6], dtype=np.float64)
+_CATEGORY_MEDIAN_AMOUNT: Final = np.array([35, 45, 28, 320, 180, 45, 20, 350, 22, 85, 30, 80], dtype=np.float64)
+_CATEGORY_ONLINE_SHARE: Final = np.array([0.05, 0.0, 0.1, 0.6, 0.45, 1.0, 0.9, 0.2, 0.1, 0.7, 0.5, 0.0])
 _CASH_CATEGORY: Final[int] = MERCHANT_CATEGORIES.index("cash")
-_RISKY_BY_CATEGORY: Final = np.array(
-    [name in RISKY_CATEGORIES for name in MERCHANT_CATEGORIES]
-)
+_RISKY_BY_CATEGORY: Final = np.array([name in RISKY_CATEGORIES for name in MERCHANT_CATEGORIES])
 _AMOUNT_LOG_SIGMA: Final[float] = 0.8
 # Caps the log-normal tail so no single charge is absurd; far below the 1e6 the raw-data contract allows.
 _MAX_AMOUNT: Final[float] = 25_000.0
@@ -173,10 +163,7 @@ _BURST_MAX_LEN: Final[int] = 8
 # Seconds between consecutive charges of a burst; 7 gaps of under a minute keep a whole burst inside seven minutes.
 _BURST_GAP_SECONDS: Final[tuple[int, int]] = (5, 60)
 _BURST_CATEGORIES: Final = np.array(
-    [
-        MERCHANT_CATEGORIES.index(name)
-        for name in ("online_retail", "gaming", "electronics", "entertainment")
-    ],
+    [MERCHANT_CATEGORIES.index(name) for name in ("online_retail", "gaming", "electronics", "entertainment")],
     dtype=np.uint8,
 )
 _BURST_AMOUNT: Final[tuple[float, float]] = (1.0, 10.0)
@@ -216,9 +203,7 @@ def generate_transactions(
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
     if start.tzinfo is not None:
-        raise ValueError(
-            f"start must be a naive datetime, like the timestamps it produces; got {start!r}"
-        )
+        raise ValueError(f"start must be a naive datetime, like the timestamps it produces; got {start!r}")
 
     rng = np.random.default_rng(seed)
     start_us = (start - _EPOCH) // timedelta(microseconds=1)
@@ -230,16 +215,11 @@ def generate_transactions(
     n_bursts = int(rows * _BURST_ROW_SHARE / ((_BURST_MIN_LEN + _BURST_MAX_LEN) / 2))
     burst_len = rng.integers(_BURST_MIN_LEN, _BURST_MAX_LEN + 1, size=n_bursts)
 
-    normal = _normal_rows(
-        rng, rows - int(burst_len.sum()), card_country, start_us, span_us
-    )
+    normal = _normal_rows(rng, rows - int(burst_len.sum()), card_country, start_us, span_us)
     bursts = _burst_rows(rng, burst_len, card_country, start_us, span_us)
     # Both parts come out time-sorted, so inserting one into the other keeps the frame sorted without a full sort.
     at = np.searchsorted(normal.timestamp, bursts.timestamp, side="right")
-    merged = _Rows._make(
-        np.insert(getattr(normal, name), at, getattr(bursts, name))
-        for name in _Rows._fields
-    )
+    merged = _Rows._make(np.insert(getattr(normal, name), at, getattr(bursts, name)) for name in _Rows._fields)
     del normal, bursts
     # Rounded to cents before labelling, so that the mechanism is exactly a function of the published amount.
     np.round(merged.amount, 2, out=merged.amount)
@@ -249,9 +229,7 @@ def generate_transactions(
     return _to_frame(merged, card_country, is_fraud)
 
 
-def _normal_rows(
-    rng: np.random.Generator, n: int, card_country: _U8, start_us: int, span_us: int
-) -> _Rows:
+def _normal_rows(rng: np.random.Generator, n: int, card_country: _U8, start_us: int, span_us: int) -> _Rows:
     # Rows are independent of each other, so drawing the timestamps already sorted and everything else in draw order
     # gives the same distribution as sorting afterwards.
     timestamp = _daily_cycle_timestamps(rng, n, start_us, span_us)
@@ -301,12 +279,8 @@ def _burst_rows(
     burst_of_row = np.repeat(np.arange(n_bursts), burst_len)
     first_row = np.cumsum(burst_len) - burst_len
 
-    card = rng.choice(
-        card_country.size, size=n_bursts, replace=n_bursts > card_country.size
-    ).astype(np.int32)
-    min_gap_us, max_gap_us = (
-        seconds * _US_PER_SECOND for seconds in _BURST_GAP_SECONDS
-    )
+    card = rng.choice(card_country.size, size=n_bursts, replace=n_bursts > card_country.size).astype(np.int32)
+    min_gap_us, max_gap_us = (seconds * _US_PER_SECOND for seconds in _BURST_GAP_SECONDS)
     latest_start = span_us - _BURST_MAX_LEN * max_gap_us
     burst_start = start_us + rng.integers(0, latest_start, size=n_bursts)
     gap = rng.integers(min_gap_us, max_gap_us, size=n)
@@ -330,25 +304,19 @@ def _burst_rows(
     return _Rows._make(column[order] for column in rows)
 
 
-def _daily_cycle_timestamps(
-    rng: np.random.Generator, n: int, start_us: int, span_us: int
-) -> _I64:
+def _daily_cycle_timestamps(rng: np.random.Generator, n: int, start_us: int, span_us: int) -> _I64:
     """Sorted timestamps in [start, start + span) with a density that follows the clock hour (`_HOUR_WEIGHTS`)."""
     end_us = start_us + span_us
     # Cut the span at every clock-hour boundary, so that each segment lies within one clock hour.
     first_boundary = start_us - start_us % _US_PER_HOUR + _US_PER_HOUR
-    edges = np.concatenate(
-        ([start_us], np.arange(first_boundary, end_us, _US_PER_HOUR), [end_us])
-    )
+    edges = np.concatenate(([start_us], np.arange(first_boundary, end_us, _US_PER_HOUR), [end_us]))
     seg_start, seg_len = edges[:-1], np.diff(edges)
     seg_weight = _HOUR_WEIGHTS[(seg_start // _US_PER_HOUR) % 24] * seg_len
     per_seg = rng.multinomial(n, seg_weight / seg_weight.sum())
 
     # Sorted uniforms without sorting: the normalised partial sums of k + 1 i.i.d. exponential spacings are
     # distributed as the order statistics of k uniforms. At 10M rows this is several times faster than a sort.
-    partial_sums = np.concatenate(
-        ([0.0], np.cumsum(rng.standard_exponential(n + per_seg.size)))
-    )
+    partial_sums = np.concatenate(([0.0], np.cumsum(rng.standard_exponential(n + per_seg.size))))
     first_sum = np.cumsum(per_seg + 1) - (per_seg + 1)
     base = partial_sums[first_sum]
     total = partial_sums[first_sum + per_seg + 1] - base
@@ -369,9 +337,7 @@ def _weighted_choice(rng: np.random.Generator, weights: _F64, n: int) -> _U8:
     # `rng.choice(p=...)`, which binary-searches the CDF for every row.
     cdf = np.cumsum(weights / weights.sum())
     quantiles = (np.arange(_CHOICE_TABLE_SIZE) + 0.5) / _CHOICE_TABLE_SIZE
-    table = np.minimum(
-        np.searchsorted(cdf, quantiles, side="right"), weights.size - 1
-    ).astype(np.uint8)
+    table = np.minimum(np.searchsorted(cdf, quantiles, side="right"), weights.size - 1).astype(np.uint8)
     return table[rng.integers(0, _CHOICE_TABLE_SIZE, size=n, dtype=np.uint16)]
 
 
@@ -384,9 +350,7 @@ def _merchant_country(rng: np.random.Generator, card_country: _U8) -> _U8:
     return np.where(foreign, other, card_country)
 
 
-def _label(
-    rng: np.random.Generator, rows: _Rows, card_country: _U8
-) -> npt.NDArray[np.int8]:
+def _label(rng: np.random.Generator, rows: _Rows, card_country: _U8) -> npt.NDArray[np.int8]:
     c = FRAUD_COEFFICIENTS
     cross_border = rows.merchant_country != card_country[rows.card]
     hour = (rows.timestamp // _US_PER_HOUR) % 24
@@ -399,16 +363,12 @@ def _label(
     logit += c["online"] * (rows.channel == _ONLINE)
     logit += c["new_device"] * ~rows.device_seen
     logit += c["risky_category"] * _RISKY_BY_CATEGORY[rows.category]
-    logit += c["large_foreign_night"] * (
-        cross_border & night & (rows.amount >= LARGE_AMOUNT)
-    )
+    logit += c["large_foreign_night"] * (cross_border & night & (rows.amount >= LARGE_AMOUNT))
     fraud = rng.random(logit.size) < 1.0 / (1.0 + np.exp(-logit))
     return (fraud | rows.burst).view(np.int8)
 
 
-def _to_frame(
-    rows: _Rows, card_country: _U8, is_fraud: npt.NDArray[np.int8]
-) -> pl.DataFrame:
+def _to_frame(rows: _Rows, card_country: _U8, is_fraud: npt.NDArray[np.int8]) -> pl.DataFrame:
     n = rows.timestamp.size
     # Fixed width keeps string order equal to time order; "tx" plus up to 10 digits fits the 12 bytes polars stores
     # inline.
@@ -444,9 +404,7 @@ def _to_frame(
         pl.lit(card_ids).gather(pl.col("card")).alias("card_id"),
         pl.col("timestamp"),
         pl.col("amount"),
-        pl.lit(pl.Series(MERCHANT_CATEGORIES))
-        .gather(pl.col("category"))
-        .alias("merchant_category"),
+        pl.lit(pl.Series(MERCHANT_CATEGORIES)).gather(pl.col("category")).alias("merchant_category"),
         pl.lit(countries).gather(pl.col("merchant_country")).alias("merchant_country"),
         pl.lit(countries).gather(pl.col("card_country")).alias("card_country"),
         pl.lit(pl.Series(CHANNELS)).gather(pl.col("channel")).alias("channel"),

@@ -114,9 +114,7 @@ class Release(BaseModel):
 
 def _check_env(env: str) -> None:
     if env not in ENVIRONMENTS:
-        raise ValueError(
-            f"unknown environment {env!r}; expected one of {', '.join(ENVIRONMENTS)}"
-        )
+        raise ValueError(f"unknown environment {env!r}; expected one of {', '.join(ENVIRONMENTS)}")
 
 
 def overlay_dir(repo_root: Path, env: str) -> Path:
@@ -136,15 +134,11 @@ def _parse_release(path: Path, text: str) -> Release:
     except yaml.YAMLError as exc:
         raise ReleaseFileError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(document, dict):
-        raise ReleaseFileError(
-            f"{path}: expected a ConfigMap named {_RELEASE_CONFIGMAP}, found no mapping"
-        )
+        raise ReleaseFileError(f"{path}: expected a ConfigMap named {_RELEASE_CONFIGMAP}, found no mapping")
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if document.get("kind") != "ConfigMap" or name != _RELEASE_CONFIGMAP:
-        raise ReleaseFileError(
-            f"{path}: expected a ConfigMap named {_RELEASE_CONFIGMAP}"
-        )
+        raise ReleaseFileError(f"{path}: expected a ConfigMap named {_RELEASE_CONFIGMAP}")
     data = document.get("data")
     if not isinstance(data, dict):
         raise ReleaseFileError(f"{path}: the ConfigMap has no data mapping")
@@ -155,9 +149,7 @@ def _parse_release(path: Path, text: str) -> Release:
             f"{path}: unknown keys under data: {', '.join(unknown)}; expected {', '.join(_DATA_KEYS.values())}"
         )
     try:
-        return Release.model_validate(
-            {fields_by_key[key]: value for key, value in data.items()}
-        )
+        return Release.model_validate({fields_by_key[key]: value for key, value in data.items()})
     except ValidationError as exc:
         raise ReleaseFileError(f"{path}: not a valid release: {exc}") from exc
 
@@ -217,11 +209,7 @@ def _rewrite_data_values(path: Path, text: str, values: dict[str, str]) -> str:
     """Return ``text`` with each ``data:`` key's scalar replaced by a double-quoted new value, nothing else changed."""
     lines = text.splitlines(keepends=True)
     data_line = next(
-        (
-            i
-            for i, line in enumerate(lines)
-            if line.rstrip("\r\n").rstrip(" ") == "data:"
-        ),
+        (i for i, line in enumerate(lines) if line.rstrip("\r\n").rstrip(" ") == "data:"),
         None,
     )
     if data_line is None:
@@ -277,22 +265,16 @@ def write_release(repo_root: Path, env: str, release: Release) -> list[Path]:
     read_release(repo_root, env)  # refuses to edit a file that is already broken
     # Bytes, not read_text: keep the file's own line endings.
     text = path.read_bytes().decode("utf-8")
-    values = {
-        _DATA_KEYS[field]: str(value) for field, value in release.model_dump().items()
-    }
+    values = {_DATA_KEYS[field]: str(value) for field, value in release.model_dump().items()}
     updated = _rewrite_data_values(path, text, values)
     # The edit is textual, so check it the other way round: the file must now parse to exactly this release, and
     # everything outside data: must parse as before.
     if _parse_release(path, updated) != release:
-        raise ReleaseFileError(
-            f"{path}: rewriting the release did not round-trip; file left unchanged"
-        )
+        raise ReleaseFileError(f"{path}: rewriting the release did not round-trip; file left unchanged")
     before, after = yaml.safe_load(text), yaml.safe_load(updated)
     before.pop("data"), after.pop("data")
     if before != after:
-        raise ReleaseFileError(
-            f"{path}: rewriting the release changed more than data:; file left unchanged"
-        )
+        raise ReleaseFileError(f"{path}: rewriting the release changed more than data:; file left unchanged")
     if updated == text:
         return []
     _write_atomically(path, updated)
@@ -306,9 +288,7 @@ def _kustomize(directory: Path, what: str, kubectl: str | None) -> str:
             f"cannot render {what}: kubectl is not on PATH (kubectl >= 1.27, which embeds kustomize 5, is needed)"
         )
     if not directory.is_dir():
-        raise ManifestRenderError(
-            f"cannot render {what}: {directory} is not a directory"
-        )
+        raise ManifestRenderError(f"cannot render {what}: {directory} is not a directory")
     try:
         completed = subprocess.run(
             [executable, "kustomize", str(directory)],
@@ -321,9 +301,7 @@ def _kustomize(directory: Path, what: str, kubectl: str | None) -> str:
         raise ManifestRenderError(f"cannot render {what} ({directory}): {exc}") from exc
     if completed.returncode != 0:
         message = completed.stderr.strip() or f"exit status {completed.returncode}"
-        raise ManifestRenderError(
-            f"kustomize could not render {what} ({directory}): {message}"
-        )
+        raise ManifestRenderError(f"kustomize could not render {what} ({directory}): {message}")
     return completed.stdout
 
 
@@ -334,21 +312,15 @@ def render_overlay(repo_root: Path, env: str, *, kubectl: str | None = None) -> 
 
 def render_all(repo_root: Path, *, kubectl: str | None = None) -> dict[str, str]:
     """`render_overlay` for every environment, keyed by environment name."""
-    return {
-        env: render_overlay(repo_root, env, kubectl=kubectl) for env in ENVIRONMENTS
-    }
+    return {env: render_overlay(repo_root, env, kubectl=kubectl) for env in ENVIRONMENTS}
 
 
 def render_argocd(repo_root: Path, *, kubectl: str | None = None) -> str:
     """The Argo CD objects (AppProject and Applications) that ``gitops/argocd`` renders to."""
-    return _kustomize(
-        Path(repo_root) / _GITOPS_DIR / "argocd", "the Argo CD applications", kubectl
-    )
+    return _kustomize(Path(repo_root) / _GITOPS_DIR / "argocd", "the Argo CD applications", kubectl)
 
 
-def write_rendered(
-    repo_root: Path, out_dir: Path, *, check: bool = False, kubectl: str | None = None
-) -> list[Path]:
+def write_rendered(repo_root: Path, out_dir: Path, *, check: bool = False, kubectl: str | None = None) -> list[Path]:
     """Write ``<out_dir>/<env>.yaml`` for every environment; return the files that were (or, with check, would be)
     changed."""
     stale: list[Path] = []
@@ -371,9 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Render the GitOps overlays to their golden files.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser(
-        "render", help="regenerate the golden renders of every overlay"
-    )
+    render = commands.add_parser("render", help="regenerate the golden renders of every overlay")
     render.add_argument(
         "--repo-root",
         type=Path,
@@ -392,9 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write nothing; exit 1 if a render is out of date",
     )
     args = parser.parse_args(argv)
-    out_dir = (
-        args.out if args.out is not None else args.repo_root / _GITOPS_DIR / "rendered"
-    )
+    out_dir = args.out if args.out is not None else args.repo_root / _GITOPS_DIR / "rendered"
     try:
         changed = write_rendered(args.repo_root, out_dir, check=args.check)
     except ManifestError as exc:

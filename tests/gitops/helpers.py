@@ -50,8 +50,7 @@ def find(documents: list[Manifest], kind: str, name: str | None = None) -> Manif
     matches = [
         document
         for document in documents
-        if document["kind"] == kind
-        and (name is None or document["metadata"]["name"] == name)
+        if document["kind"] == kind and (name is None or document["metadata"]["name"] == name)
     ]
     assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
     return matches[0]
@@ -61,9 +60,7 @@ def validate_with_crd_schemas(objects: list[Manifest]) -> list[dict[str, Any]]:
     """Run tests/gitops/node/validate-crds.mjs on ``objects``; one result per object, {kind, name, errors}."""
     node = shutil.which("node")
     assert node is not None, "node (20+) is not on PATH: the CRD schema checks need it"
-    assert (NODE_DIR / "node_modules").is_dir(), (
-        f"the CRD schema packages are not installed: run `{NPM_INSTALL}`"
-    )
+    assert (NODE_DIR / "node_modules").is_dir(), f"the CRD schema packages are not installed: run `{NPM_INSTALL}`"
     completed = subprocess.run(
         [node, str(VALIDATOR)],
         input=json.dumps(objects),
@@ -72,9 +69,7 @@ def validate_with_crd_schemas(objects: list[Manifest]) -> list[dict[str, Any]]:
         timeout=120,
         check=False,
     )
-    assert completed.returncode in (0, 1), (
-        f"validate-crds.mjs failed to run: {completed.stderr}"
-    )
+    assert completed.returncode in (0, 1), f"validate-crds.mjs failed to run: {completed.stderr}"
     results: list[dict[str, Any]] = json.loads(completed.stdout)
     assert len(results) == len(objects)
     return results

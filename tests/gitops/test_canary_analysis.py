@@ -57,10 +57,7 @@ def evaluate_condition(condition: str, value: float) -> bool:
     match = CONDITION.match(condition)
     assert match is not None, f"not a plain comparison of result[0]: {condition!r}"
     groups = [group for group in match.groups() if group is not None]
-    return all(
-        OPERATORS[groups[i]](value, float(groups[i + 1]))
-        for i in range(0, len(groups), 2)
-    )
+    return all(OPERATORS[groups[i]](value, float(groups[i + 1])) for i in range(0, len(groups), 2))
 
 
 def _metrics(documents: list[Manifest]) -> dict[str, dict[str, Any]]:
@@ -69,9 +66,7 @@ def _metrics(documents: list[Manifest]) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_every_metric_is_self_contained_and_parseable(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_every_metric_is_self_contained_and_parseable(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the canary AnalysisTemplate the environment deploys
     metrics = _metrics(rendered_documents[env])
 
@@ -84,11 +79,7 @@ def test_every_metric_is_self_contained_and_parseable(
         assert prometheus["address"] == "{{args.prometheus-address}}", name
         assert set(ARGS.findall(prometheus["query"])) == {"namespace"}, name
         assert CONDITION.match(metric["successCondition"]), name
-        assert (
-            metric["interval"]
-            and int(metric["count"]) > 0
-            and int(metric["failureLimit"]) >= 0
-        ), name
+        assert metric["interval"] and int(metric["count"]) > 0 and int(metric["failureLimit"]) >= 0, name
 
 
 def test_condition_evaluation_follows_the_comparisons() -> None:
@@ -123,10 +114,7 @@ def test_every_analysis_step_supplies_the_template_arguments(
         assert analysis["templates"] == [{"templateName": "scoregate-canary"}]
         args = {arg["name"]: arg for arg in analysis["args"]}
         assert set(args) == declared
-        assert (
-            args["namespace"]["valueFrom"]["fieldRef"]["fieldPath"]
-            == "metadata.namespace"
-        )
+        assert args["namespace"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
 def test_production_canary_is_slower_and_ends_with_a_manual_gate(
@@ -145,13 +133,9 @@ def test_production_canary_is_slower_and_ends_with_a_manual_gate(
 
     # then both go 10 -> 25 -> 50, production analyses more often, and its last step is an indefinite pause
     assert weights(staging) == weights(production) == [10, 25, 50]
-    assert sum("analysis" in step for step in production) > sum(
-        "analysis" in step for step in staging
-    )
+    assert sum("analysis" in step for step in production) > sum("analysis" in step for step in staging)
     assert production[-1] == {"pause": {}}
-    assert all(
-        step.get("pause", {}).get("duration") for step in staging if "pause" in step
-    )
+    assert all(step.get("pause", {}).get("duration") for step in staging if "pause" in step)
 
 
 def _series(metric: str, labels: dict[str, str], per_minute: float) -> dict[str, str]:
@@ -159,9 +143,7 @@ def _series(metric: str, labels: dict[str, str], per_minute: float) -> dict[str,
     return {"series": f"{metric}{{{rendered}}}", "values": f"0+{per_minute}x40"}
 
 
-def _histogram(
-    metric: str, labels: dict[str, str], buckets: list[str], per_bin: list[float]
-) -> list[dict[str, str]]:
+def _histogram(metric: str, labels: dict[str, str], buckets: list[str], per_bin: list[float]) -> list[dict[str, str]]:
     series, cumulative = [], 0.0
     for le, count in zip(buckets, per_bin, strict=True):
         cumulative += count
@@ -173,9 +155,7 @@ def _histogram(
 def _psi(canary: list[float], stable: list[float]) -> float:
     p = [count / sum(canary) for count in canary]
     q = [count / sum(stable) for count in stable]
-    return sum(
-        (a - b) * math.log((a + 1e-4) / (b + 1e-4)) for a, b in zip(p, q, strict=True)
-    )
+    return sum((a - b) * math.log((a + 1e-4) / (b + 1e-4)) for a, b in zip(p, q, strict=True))
 
 
 def _promql_round(value: float, to_nearest: float) -> float:
@@ -197,13 +177,9 @@ def _synthetic_series() -> tuple[list[dict[str, str]], dict[str, float]]:
         _series(requests, canary | {"http_response_code": "200"}, 97),
         _series(requests, canary | {"http_response_code": "503"}, 3),
         # probes and scrapes are excluded; the stable side and another namespace are not the canary
-        _series(
-            requests, canary | {"endpoint": "/healthz", "http_response_code": "500"}, 50
-        ),
+        _series(requests, canary | {"endpoint": "/healthz", "http_response_code": "500"}, 50),
         _series(requests, stable | {"http_response_code": "500"}, 40),
-        _series(
-            requests, canary | {"namespace": "other", "http_response_code": "500"}, 40
-        ),
+        _series(requests, canary | {"namespace": "other", "http_response_code": "500"}, 40),
     ]
     latency_buckets = ["0.1", "0.25", "0.5", "+Inf"]
     series += _histogram(latency, canary, latency_buckets, [50.0, 40.0, 8.0, 2.0])
@@ -211,12 +187,8 @@ def _synthetic_series() -> tuple[list[dict[str, str]], dict[str, float]]:
     canary_scores = [50.0, 10, 10, 8, 6, 5, 4, 3, 2, 2]
     stable_scores = [60.0, 12, 9, 6, 5, 3, 2, 1, 1, 1]
     scores = {"namespace": NAMESPACE}
-    series += _histogram(
-        "scoregate_score", scores | {"role": "canary"}, SCORE_BUCKETS, canary_scores
-    )
-    series += _histogram(
-        "scoregate_score", scores | {"role": "stable"}, SCORE_BUCKETS, stable_scores
-    )
+    series += _histogram("scoregate_score", scores | {"role": "canary"}, SCORE_BUCKETS, canary_scores)
+    series += _histogram("scoregate_score", scores | {"role": "stable"}, SCORE_BUCKETS, stable_scores)
     for role, approve, decline, rejected in (
         ("canary", 93, 3, 4),
         ("stable", 97, 2, 1),
@@ -241,16 +213,11 @@ def test_queries_compute_their_metric_on_synthetic_series(
 ) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip(
-            "promtool not installed (apt-get install -y --no-install-recommends prometheus)"
-        )
+        pytest.skip("promtool not installed (apt-get install -y --no-install-recommends prometheus)")
     # given synthetic canary/stable series with known true values, and the template's queries for that namespace
     series, expected = _synthetic_series()
     metrics = _metrics(rendered_documents["production"])
-    queries = {
-        name: metric["provider"]["prometheus"]["query"]
-        for name, metric in metrics.items()
-    }
+    queries = {name: metric["provider"]["prometheus"]["query"] for name, metric in metrics.items()}
     # promtool compares exactly; rounding both sides to 1e-9 (as PromQL's round() does it) absorbs the last-bit
     # differences between PromQL's order of float operations and this file's.
     tests = [
@@ -263,9 +230,7 @@ def test_queries_compute_their_metric_on_synthetic_series(
     ]
     spec = {
         "rule_files": [],
-        "tests": [
-            {"interval": "1m", "input_series": series, "promql_expr_test": tests}
-        ],
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
     }
     path = tmp_path / "analysis_test.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
@@ -281,10 +246,7 @@ def test_queries_compute_their_metric_on_synthetic_series(
 
     # then each query returns its true value, and the conditions judge them as intended
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    verdicts = {
-        name: evaluate_condition(metrics[name]["successCondition"], value)
-        for name, value in expected.items()
-    }
+    verdicts = {name: evaluate_condition(metrics[name]["successCondition"], value) for name, value in expected.items()}
     assert verdicts == {
         "error-rate": False,  # 3% 5xx is over the 1% budget
         "p95-latency": False,  # 406 ms is over 300 ms

@@ -15,22 +15,16 @@ REGENERATE = "python -m tasks.gitops_manifests render"
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_golden_render_is_current(env: str, rendered: dict[str, str]) -> None:
     # given the committed golden render of the environment
-    golden = (
-        (REPO_ROOT / "gitops" / "rendered" / f"{env}.yaml").read_bytes().decode("utf-8")
-    )
+    golden = (REPO_ROOT / "gitops" / "rendered" / f"{env}.yaml").read_bytes().decode("utf-8")
 
     # when the overlay is rendered now (the session fixture)
     current = rendered[env]
 
     # then they are identical, byte for byte
-    assert current == golden, (
-        f"gitops/rendered/{env}.yaml is out of date: run `{REGENERATE}`"
-    )
+    assert current == golden, f"gitops/rendered/{env}.yaml is out of date: run `{REGENERATE}`"
 
 
-def test_render_command_writes_every_environment(
-    tmp_path: Path, rendered: dict[str, str]
-) -> None:
+def test_render_command_writes_every_environment(tmp_path: Path, rendered: dict[str, str]) -> None:
     # given an empty output directory
     out = tmp_path / "rendered"
 
@@ -39,9 +33,7 @@ def test_render_command_writes_every_environment(
 
     # then it wrote one file per environment, each the overlay's render
     assert status == 0
-    assert sorted(path.name for path in out.iterdir()) == sorted(
-        f"{env}.yaml" for env in ENVIRONMENTS
-    )
+    assert sorted(path.name for path in out.iterdir()) == sorted(f"{env}.yaml" for env in ENVIRONMENTS)
     for env in ENVIRONMENTS:
         assert (out / f"{env}.yaml").read_text(encoding="utf-8") == rendered[env]
 
@@ -58,9 +50,7 @@ def test_render_check_reports_a_stale_golden_file(
     stale.write_text(rendered["production"] + "# edited by hand\n", encoding="utf-8")
 
     # when the check runs
-    status = main(
-        ["render", "--repo-root", str(REPO_ROOT), "--out", str(out), "--check"]
-    )
+    status = main(["render", "--repo-root", str(REPO_ROOT), "--out", str(out), "--check"])
 
     # then it fails, names only that file, and leaves it as it was
     assert status == 1

@@ -33,25 +33,16 @@ def test_every_namespaced_object_is_in_the_environment_namespace(
     documents = rendered_documents[env]
 
     # when their namespaces are collected
-    namespaces = {
-        document["metadata"].get("namespace")
-        for document in documents
-        if document["kind"] != "Namespace"
-    }
+    namespaces = {document["metadata"].get("namespace") for document in documents if document["kind"] != "Namespace"}
 
     # then all sit in the environment's namespace, which the overlay also creates with the restricted pod policy
     assert namespaces == {NAMESPACES[env]}
     namespace = find(documents, "Namespace", NAMESPACES[env])
-    assert (
-        namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
-        == "restricted"
-    )
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_scorer_runs_the_release_of_its_overlay(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_scorer_runs_the_release_of_its_overlay(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the release the overlay names, and the rendered Rollout
     release = read_release(REPO_ROOT, env)
     rollout = find(rendered_documents[env], "Rollout", "scoregate-scorer")
@@ -67,18 +58,11 @@ def test_scorer_runs_the_release_of_its_overlay(
     }
 
     # then image, annotations, labels and env all carry it, and no base placeholder is left anywhere
-    assert (
-        container["image"]
-        == f"registry.example.com/scoregate/scorer:{release.image_tag}"
-    )
-    assert container["ports"] == [
-        {"name": "http", "containerPort": 3000, "protocol": "TCP"}
-    ]
+    assert container["image"] == f"registry.example.com/scoregate/scorer:{release.image_tag}"
+    assert container["ports"] == [{"name": "http", "containerPort": 3000, "protocol": "TCP"}]
     for metadata in (rollout["metadata"], rollout["spec"]["template"]["metadata"]):
         assert {key: metadata["annotations"][key] for key in expected} == expected
-        assert (
-            metadata["labels"]["scoregate.dev/model-version"] == release.model_version
-        )
+        assert metadata["labels"]["scoregate.dev/model-version"] == release.model_version
     assert env_vars["SCOREGATE_MODEL_NAME"] == release.model_name
     assert env_vars["SCOREGATE_MODEL_VERSION"] == release.model_version
     assert env_vars["SCOREGATE_BENTO_TAG"] == release.bento_tag
@@ -87,9 +71,7 @@ def test_scorer_runs_the_release_of_its_overlay(
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_scorer_pod_is_hardened_and_probed(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_scorer_pod_is_hardened_and_probed(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the scorer's pod template
     rollout = find(rendered_documents[env], "Rollout", "scoregate-scorer")
     pod = rollout["spec"]["template"]["spec"]
@@ -126,18 +108,13 @@ def test_services_autoscaler_and_budget_point_at_the_scorer(
     pdb = find(documents, "PodDisruptionBudget", "scoregate-scorer")
 
     # when the services named by the canary strategy are looked up
-    services = {
-        name: find(documents, "Service", name)
-        for name in (canary["canaryService"], canary["stableService"])
-    }
+    services = {name: find(documents, "Service", name) for name in (canary["canaryService"], canary["stableService"])}
 
     # then each selects the scorer's pods on port 3000, the HPA scales the Rollout, and the PDB covers its pods
     for service in [*services.values(), find(documents, "Service", "scoregate-scorer")]:
         assert service["spec"]["selector"].items() <= pod_labels.items()
         assert [port["port"] for port in service["spec"]["ports"]] == [3000]
-    assert (
-        "scoregate.dev/model-version" not in rollout["spec"]["selector"]["matchLabels"]
-    )
+    assert "scoregate.dev/model-version" not in rollout["spec"]["selector"]["matchLabels"]
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Rollout",
@@ -152,14 +129,8 @@ def test_production_is_bigger_than_staging(
     rendered_documents: dict[str, list[Manifest]],
 ) -> None:
     # given both environments' autoscalers and scorer containers
-    hpa = {
-        env: find(rendered_documents[env], "HorizontalPodAutoscaler")["spec"]
-        for env in ENVIRONMENTS
-    }
-    requests = {
-        env: _scorer_container(rendered_documents[env])["resources"]["requests"]
-        for env in ENVIRONMENTS
-    }
+    hpa = {env: find(rendered_documents[env], "HorizontalPodAutoscaler")["spec"] for env in ENVIRONMENTS}
+    requests = {env: _scorer_container(rendered_documents[env])["resources"]["requests"] for env in ENVIRONMENTS}
 
     # when their bounds are compared
     # then production keeps more replicas and asks for more per pod
@@ -182,9 +153,7 @@ def test_network_policy_admits_only_gateway_and_monitoring_on_3000(
 
     # then it governs ingress to the scorer pods, from the two namespaces only, on TCP 3000 only
     assert policy["policyTypes"] == ["Ingress"]
-    assert policy["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "scoregate-scorer"
-    }
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "scoregate-scorer"}
     assert expression == {
         "key": "kubernetes.io/metadata.name",
         "operator": "In",
@@ -208,8 +177,7 @@ def test_service_monitor_scrapes_each_pod_once_with_role_and_model_version(
     selected = [
         document
         for document in documents
-        if document["kind"] == "Service"
-        and selector.items() <= document["metadata"]["labels"].items()
+        if document["kind"] == "Service" and selector.items() <= document["metadata"]["labels"].items()
     ]
 
     # then exactly the all-pods Service is scraped on its http port, and the role and model_version labels come
@@ -217,35 +185,24 @@ def test_service_monitor_scrapes_each_pod_once_with_role_and_model_version(
     assert [service["metadata"]["name"] for service in selected] == ["scoregate-scorer"]
     (endpoint,) = monitor["endpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
-    relabel = {
-        rule["targetLabel"]: rule["sourceLabels"] for rule in endpoint["relabelings"]
-    }
+    relabel = {rule["targetLabel"]: rule["sourceLabels"] for rule in endpoint["relabelings"]}
     assert relabel == {
         "role": ["__meta_kubernetes_pod_label_scoregate_dev_role"],
         "model_version": ["__meta_kubernetes_pod_label_scoregate_dev_model_version"],
     }
     assert canary["canaryMetadata"]["labels"] == {"scoregate.dev/role": "canary"}
     assert canary["stableMetadata"]["labels"] == {"scoregate.dev/role": "stable"}
-    assert (
-        "scoregate.dev/model-version"
-        in rollout["spec"]["template"]["metadata"]["labels"]
-    )
+    assert "scoregate.dev/model-version" in rollout["spec"]["template"]["metadata"]["labels"]
     assert monitor["jobLabel"] == "app.kubernetes.io/name"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_prometheus_rule_has_the_four_alerts(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_prometheus_rule_has_the_four_alerts(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the PrometheusRule of the environment
     rule = find(rendered_documents[env], "PrometheusRule", "scoregate-scorer")
 
     # when its alerting rules are collected
-    alerts = {
-        entry["alert"]: entry
-        for group in rule["spec"]["groups"]
-        for entry in group["rules"]
-    }
+    alerts = {entry["alert"]: entry for group in rule["spec"]["groups"] for entry in group["rules"]}
 
     # then the four alerts are there, each with an expression, a duration, a severity and a summary, and the
     # scorer-down alert watches this environment's namespace
@@ -262,20 +219,14 @@ def test_prometheus_rule_has_the_four_alerts(
     assert f'namespace="{NAMESPACES[env]}"' in alerts["ScoregateScorerDown"]["expr"]
 
 
-def test_alert_expressions_are_valid_promql(
-    rendered_documents: dict[str, list[Manifest]], tmp_path: Path
-) -> None:
+def test_alert_expressions_are_valid_promql(rendered_documents: dict[str, list[Manifest]], tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip(
-            "promtool not installed (apt-get install -y --no-install-recommends prometheus)"
-        )
+        pytest.skip("promtool not installed (apt-get install -y --no-install-recommends prometheus)")
     # given the production PrometheusRule's groups as a plain Prometheus rule file
     rule = find(rendered_documents["production"], "PrometheusRule", "scoregate-scorer")
     path = tmp_path / "rules.yaml"
-    path.write_text(
-        yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8"
-    )
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
 
     # when promtool checks the file
     completed = subprocess.run(
@@ -296,25 +247,17 @@ def test_argocd_applications_sync_each_environment_as_intended(
 ) -> None:
     # given the AppProject and the Applications
     project = find(argocd_documents, "AppProject", "scoregate")["spec"]
-    apps = {
-        env: find(argocd_documents, "Application", f"scoregate-{env}")["spec"]
-        for env in ENVIRONMENTS
-    }
+    apps = {env: find(argocd_documents, "Application", f"scoregate-{env}")["spec"] for env in ENVIRONMENTS}
 
     # when their sources, destinations and sync policies are read
     # then each follows its overlay in the one permitted repository into its own namespace; staging syncs itself
     # with prune and self-heal, production only by hand
     assert project["sourceRepos"] == [PLACEHOLDER_REPO]
-    allowed = {
-        (destination["server"], destination["namespace"])
-        for destination in project["destinations"]
-    }
+    allowed = {(destination["server"], destination["namespace"]) for destination in project["destinations"]}
     for env, app in apps.items():
         assert app["project"] == "scoregate"
         assert app["source"]["repoURL"] == PLACEHOLDER_REPO
-        assert (REPO_ROOT / app["source"]["path"]).resolve() == overlay_dir(
-            REPO_ROOT, env
-        ).resolve()
+        assert (REPO_ROOT / app["source"]["path"]).resolve() == overlay_dir(REPO_ROOT, env).resolve()
         assert app["destination"]["namespace"] == NAMESPACES[env]
         assert (
             app["destination"]["server"],
@@ -341,8 +284,7 @@ def test_project_whitelists_every_kind_the_overlays_render(
     project = find(argocd_documents, "AppProject", "scoregate")["spec"]
     whitelisted = {
         (entry["group"], entry["kind"])
-        for entry in project["clusterResourceWhitelist"]
-        + project["namespaceResourceWhitelist"]
+        for entry in project["clusterResourceWhitelist"] + project["namespaceResourceWhitelist"]
     }
 
     # then Argo CD may sync every one of them (a missing kind would fail the sync, not the render)

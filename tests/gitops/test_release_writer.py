@@ -35,9 +35,7 @@ _ALLOWED_LINE = re.compile(
     r"|scoregate\.dev/(model-name|model-version|bento-tag|bento-digest): \S+"
     r"|value: \S+)$"
 )
-_RELEASE_ENV_NAME = re.compile(
-    r"^\s+- name: SCOREGATE_(MODEL_NAME|MODEL_VERSION|BENTO_TAG|BENTO_DIGEST)$"
-)
+_RELEASE_ENV_NAME = re.compile(r"^\s+- name: SCOREGATE_(MODEL_NAME|MODEL_VERSION|BENTO_TAG|BENTO_DIGEST)$")
 # Per render: 1 image + model-version (2 labels, 2 annotations, 1 env) + 3 x (2 annotations, 1 env).
 _CHANGED_LINES_PER_RENDER = 1 + 5 + 3 * 3
 
@@ -46,25 +44,16 @@ def _changed_lines(before: str, after: str) -> list[tuple[str, str, str]]:
     """(old line, new line, new line's predecessor) for every changed line; fails on inserted or deleted lines."""
     old, new = before.splitlines(), after.splitlines()
     changed: list[tuple[str, str, str]] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(
-        a=old, b=new, autojunk=False
-    ).get_opcodes():
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
-        assert tag == "replace" and i2 - i1 == j2 - j1, (
-            f"lines added or removed: {old[i1:i2]} -> {new[j1:j2]}"
-        )
-        changed.extend(
-            (old[i], new[j], new[j - 1])
-            for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
-        )
+        assert tag == "replace" and i2 - i1 == j2 - j1, f"lines added or removed: {old[i1:i2]} -> {new[j1:j2]}"
+        changed.extend((old[i], new[j], new[j - 1]) for i, j in zip(range(i1, i2), range(j1, j2), strict=True))
     return changed
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_promotion_changes_only_release_fields_in_the_render(
-    env: str, gitops_copy: Path
-) -> None:
+def test_promotion_changes_only_release_fields_in_the_render(env: str, gitops_copy: Path) -> None:
     # given the overlay as rendered before the promotion
     before = render_overlay(gitops_copy, env)
 
@@ -78,14 +67,10 @@ def test_promotion_changes_only_release_fields_in_the_render(
     assert len(changes) == _CHANGED_LINES_PER_RENDER
     for old, new, previous in changes:
         assert _ALLOWED_LINE.match(new), f"a promotion changed {old!r} -> {new!r}"
-        separator = (
-            ":" if "image:" in new else ": "
-        )  # the value is what follows the last separator
+        separator = ":" if "image:" in new else ": "  # the value is what follows the last separator
         assert old.rsplit(separator, 1)[0] == new.rsplit(separator, 1)[0]
         if new.lstrip().startswith("value:"):
-            assert _RELEASE_ENV_NAME.match(previous), (
-                f"a promotion changed the env value after {previous!r}"
-            )
+            assert _RELEASE_ENV_NAME.match(previous), f"a promotion changed the env value after {previous!r}"
     new_text = "\n".join(new for _, new, _ in changes)
     for value in NEW_RELEASE.model_dump().values():
         assert value in new_text
@@ -105,9 +90,7 @@ def test_release_file_diff_touches_only_the_five_values(gitops_copy: Path) -> No
         path.read_bytes().decode().splitlines(),
     )
     assert len(old_lines) == len(new_lines)
-    differing = [
-        (old, new) for old, new in zip(old_lines, new_lines, strict=True) if old != new
-    ]
+    differing = [(old, new) for old, new in zip(old_lines, new_lines, strict=True) if old != new]
     assert [new.split(":", 1)[0] for _, new in differing] == [
         "  modelName",
         "  modelVersion",
@@ -138,9 +121,9 @@ def test_writer_keeps_crlf_line_endings_and_rewrites_hand_quoted_values(
     # given a release file saved with CRLF line endings and values quoted by hand in other styles
     path = release_path(gitops_copy, "staging")
     text = path.read_text(encoding="utf-8")
-    text = text.replace(
-        'modelVersion: "1"', "modelVersion: '1'  # set by hand"
-    ).replace('imageTag: "bootstrap"', "imageTag: bootstrap")
+    text = text.replace('modelVersion: "1"', "modelVersion: '1'  # set by hand").replace(
+        'imageTag: "bootstrap"', "imageTag: bootstrap"
+    )
     path.write_bytes(text.replace("\n", "\r\n").encode("utf-8"))
 
     # when a new release is written
@@ -177,9 +160,7 @@ def test_broken_overlay_raises_a_render_error_naming_overlay_and_file(
     gitops_copy: Path,
 ) -> None:
     # given a production overlay whose kustomization names a patch file that does not exist
-    kustomization = (
-        gitops_copy / "gitops" / "overlays" / "production" / "kustomization.yaml"
-    )
+    kustomization = gitops_copy / "gitops" / "overlays" / "production" / "kustomization.yaml"
     text = kustomization.read_text(encoding="utf-8")
     kustomization.write_text(
         text.replace("- path: rollout-canary.yaml", "- path: rollout-canary.yml"),
@@ -220,9 +201,7 @@ def test_missing_kubectl_is_a_render_error(gitops_copy: Path, tmp_path: Path) ->
         ("model_name", 'fraud"\nkind: Secret'),
     ],
 )
-def test_release_rejects_values_that_cannot_go_into_the_manifests(
-    field: str, value: str
-) -> None:
+def test_release_rejects_values_that_cannot_go_into_the_manifests(field: str, value: str) -> None:
     # given the fields of a valid release with one replaced by an invalid value
     fields = NEW_RELEASE.model_dump() | {field: value}
 

@@ -38,9 +38,7 @@ def _core_objects(documents: list[Manifest]) -> list[Manifest]:
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_every_rendered_kind_has_a_schema_check(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_every_rendered_kind_has_a_schema_check(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the rendered objects of the environment
     kinds = {document["kind"] for document in rendered_documents[env]}
 
@@ -60,9 +58,7 @@ def test_every_rendered_kind_has_a_schema_check(
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_core_objects_are_valid_kubernetes(
-    env: str, rendered_documents: dict[str, list[Manifest]]
-) -> None:
+def test_core_objects_are_valid_kubernetes(env: str, rendered_documents: dict[str, list[Manifest]]) -> None:
     # given the built-in objects of the environment, with the Rollout's pod template as a PodTemplate
     objects = _core_objects(rendered_documents[env])
 
@@ -72,9 +68,7 @@ def test_core_objects_are_valid_kubernetes(
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            failures.append(
-                f"{document['kind']}/{document['metadata']['name']}: {exc.message}"
-            )
+            failures.append(f"{document['kind']}/{document['metadata']['name']}: {exc.message}")
 
     # then none fails
     assert failures == []
@@ -86,9 +80,7 @@ def test_kubernetes_validation_rejects_an_unknown_field(
 ) -> None:
     # given the staging pod template with a misspelt field
     pod_template = copy.deepcopy(_core_objects(rendered_documents["staging"])[-1])
-    pod_template["template"]["spec"]["containers"][0]["readinesProbe"] = {
-        "httpGet": {"path": "/readyz"}
-    }
+    pod_template["template"]["spec"]["containers"][0]["readinesProbe"] = {"httpGet": {"path": "/readyz"}}
 
     # when it is validated strictly
     # then the misspelling is an error, not silently dropped
@@ -101,21 +93,14 @@ def test_custom_resources_match_their_crd_schemas(
 ) -> None:
     # given the custom resources of both environments and Argo CD's project and applications
     objects = [
-        document
-        for documents in rendered_documents.values()
-        for document in documents
-        if document["kind"] in CRD_KINDS
+        document for documents in rendered_documents.values() for document in documents if document["kind"] in CRD_KINDS
     ] + argocd_documents
 
     # when they are validated against the CRD schemas (unknown fields included)
     results = validate_with_crd_schemas(objects)
 
     # then every one is valid, and every CRD kind was among them
-    failures = [
-        f"{result['kind']}/{result['name']}: {error}"
-        for result in results
-        for error in result["errors"]
-    ]
+    failures = [f"{result['kind']}/{result['name']}: {error}" for result in results for error in result["errors"]]
     assert failures == []
     assert {result["kind"] for result in results} == CRD_KINDS
 
@@ -132,9 +117,7 @@ def test_crd_validation_rejects_typos_and_wrong_types(
     template = copy.deepcopy(find(documents, "AnalysisTemplate"))
     metric = template["spec"]["metrics"][0]
     metric["sucessCondition"] = metric.pop("successCondition")
-    application = copy.deepcopy(
-        find(argocd_documents, "Application", "scoregate-staging")
-    )
+    application = copy.deepcopy(find(argocd_documents, "Application", "scoregate-staging"))
     application["spec"]["syncPolicy"]["automated"]["prune"] = "true"
     unknown_kind = {
         "apiVersion": "apps/v1",

@@ -113,14 +113,9 @@ def test_report_points_equal_point_metrics_and_confusion_is_unweighted() -> None
     # then
     points = point_metrics(y, scores, 0.25)
     assert {name: metric.value for name, metric in report.metrics.items()} == points
-    tn, fp, fn, tp = confusion_matrix(y, (scores >= 0.25).astype(np.int64)).ravel()
-    confusion = report.confusion
-    assert (confusion.true_negative, confusion.false_positive, confusion.false_negative, confusion.true_positive) == (
-        tn,
-        fp,
-        fn,
-        tp,
-    )
+    counts = confusion_matrix(y, (scores >= 0.25).astype(np.int64)).ravel().tolist()
+    names = ("true_negative", "false_positive", "false_negative", "true_positive")
+    assert report.confusion.model_dump() == dict(zip(names, counts, strict=True))
     assert (report.rows, report.positives, report.split) == (5_000, int(y.sum()), "test")
     assert (report.bootstrap_resamples, report.bootstrap_seed) == (20, evaluate.DEFAULT_SEED)
 
@@ -137,9 +132,16 @@ def test_one_resample_equals_sklearn_with_its_poisson_weights() -> None:
     # when a single resample is run, its value is both ends of the interval
     report = evaluate_scores(y, scores, 0.2, resamples=1, seed=77)
 
-    # then the weighted metrics equal scikit-learn's with those sample weights
-    for name, expected in _sklearn_metrics(y, scores, 0.2, weights_by_row).items():
-        assert report.metrics[name].ci_low == pytest.approx(expected, abs=TOLERANCE), name
+    # then the weighted metrics equal scikit-learn's with those sample weights, and KS and ECE those of the
+    # rows repeated as often as their (integer) weights say
+    expected = _sklearn_metrics(y, scores, 0.2, weights_by_row)
+    repeats = weights_by_row.astype(np.intp)
+    y_repeated, scores_repeated = np.repeat(y, repeats), np.repeat(scores, repeats)
+    expected["ks"] = ks_2samp(scores_repeated[y_repeated == 1], scores_repeated[y_repeated == 0]).statistic
+    expected["ece"] = _reference_ece(y_repeated, scores_repeated, 10)
+    assert set(expected) == set(METRIC_NAMES)
+    for name, value in expected.items():
+        assert report.metrics[name].ci_low == pytest.approx(value, abs=TOLERANCE), name
         assert report.metrics[name].ci_high == report.metrics[name].ci_low
 
 
@@ -172,16 +174,16 @@ def test_intervals_contain_the_point_value() -> None:
 
 def test_intervals_narrow_as_the_split_grows() -> None:
     # given the same model on a small and on a 25x larger split
-    small = evaluate_scores(*_labelled_scores(2_000, 7), 0.2, resamples=100)
-    large = evaluate_scores(*_labelled_scores(50_000, 7), 0.2, resamples=100)
+    small_split = _labelled_scores(2_000, 7)
+    large_split = _labelled_scores(50_000, 7)
 
     # when
-    def width(report_metrics: dict[str, evaluate.MetricValue], name: str) -> float:
-        return report_metrics[name].ci_high - report_metrics[name].ci_low
+    small = evaluate_scores(*small_split, 0.2, resamples=100).metrics
+    large = evaluate_scores(*large_split, 0.2, resamples=100).metrics
 
     # then every interval is clearly narrower (about 5x in theory)
     for name in METRIC_NAMES:
-        assert width(large.metrics, name) < 0.5 * width(small.metrics, name), name
+        assert large[name].ci_high - large[name].ci_low < 0.5 * (small[name].ci_high - small[name].ci_low), name
 
 
 def test_same_seed_gives_an_identical_report() -> None:
@@ -241,17 +243,78 @@ def test_segments_are_reported_with_their_row_and_positive_counts() -> None:
     # when
     report = evaluate_scores(y, scores, 0.2, segments={"channel": channel, "region": region}, resamples=30)
 
-    # then there is one report per (column, value) with enough rows, in column then value order
+    # then there is one report per (column, value) with enough rows, in column then value order,
+    # with the metrics of that segment's rows alone
     keys = [(segment.column, segment.value) for segment in report.segments]
     assert keys == [("channel", "atm"), ("channel", "online"), ("channel", "pos"), ("region", "eu"), ("region", "na")]
     for segment in report.segments:
         rows = (channel if segment.column == "channel" else region) == segment.value
         assert segment.rows == int(rows.sum())
         assert segment.positives == int(y[rows].sum())
-        assert segment.metrics["roc_auc"].value == pytest.approx(roc_auc_score(y[rows], scores[rows]), abs=TOLERANCE)
-        assert segment.metrics["log_loss"].value == pytest.approx(log_loss(y[rows], scores[rows]), abs=TOLERANCE)
-        assert segment.metrics["ece"].value == pytest.approx(_reference_ece(y[rows], scores[rows], 10), abs=TOLERANCE)
-        assert segment.metrics["ks"].ci_low <= segment.metrics["ks"].ci_high
+        for name, expected in _sklearn_metrics(y[rows], scores[rows], 0.2).items():
+            assert segment.metrics[name].value == pytest.approx(expected, abs=TOLERANCE), (segment.value, name)
+        expected_ece = _reference_ece(y[rows], scores[rows], 10)
+        assert segment.metrics["ece"].value == pytest.approx(expected_ece, abs=TOLERANCE)
+        for metric in segment.metrics.values():
+            assert metric.ci_low <= metric.ci_high
+
+
+@pytest.mark.parametrize("small_values", [0, 3])
+def test_whole_split_values_do_not_depend_on_segments(small_values: int) -> None:
+    # given a segment column, possibly with values too small to report
+    y, scores = _labelled_scores(8_000, 19)
+    channel = np.array(["online", "pos", "atm"])[np.arange(y.size) % 3].astype("<U8")
+    for index in range(small_values):
+        channel[index * 7 : index * 7 + 5] = f"tiny{index}"
+
+    # when
+    report = evaluate_scores(y, scores, 0.2, segments={"channel": channel}, resamples=20)
+
+    # then the whole split still gets the metrics of all its rows
+    for name, value in point_metrics(y, scores, 0.2).items():
+        assert report.metrics[name].value == pytest.approx(value, abs=1e-12), name
+    assert len(report.segments) == 3
+
+
+def test_whole_split_assembled_from_segments_equals_direct_computation() -> None:
+    # given the layout that draws weights in segment order (whole split = union of its segments, including
+    # values too small to report) and a direct layout of the whole split reading the same weights
+    y, scores = _labelled_scores(6_000, 20)
+    labels = np.array(["online", "pos", "atm"])[np.arange(y.size) % 3].astype("<U8")
+    labels[:20] = "tiny"
+    order = np.argsort(-scores, kind="stable")
+    y_sorted, s_sorted = y[order].astype(np.int8), scores[order]
+    column = evaluate._segment_column("channel", labels, order, 50)
+    host, positions = evaluate._host_layout(column, s_sorted, y_sorted, 0.2, 10)
+    weight_position = np.empty(y.size, dtype=np.intp)
+    weight_position[positions] = np.arange(y.size)
+    direct = evaluate._build_layout(weight_position, [y.size], s_sorted, y_sorted, 0.2, 10)
+
+    # when
+    from_segments, directly = evaluate._bootstrap([host, direct], y.size, 40, 5)
+
+    # then every resample gives the same whole-split metrics both ways
+    for name in METRIC_NAMES:
+        np.testing.assert_allclose(from_segments[-1][name], directly[0][name], rtol=1e-12, atol=1e-12)
+
+
+def test_many_valued_segment_column_is_reported() -> None:
+    # given a column with more values than are matched one by one or used to order the weights
+    y, scores = _labelled_scores(10_000, 21)
+    merchant = np.array([f"m{index:02d}" for index in range(40)])[np.arange(y.size) % 40]
+
+    # when
+    report = evaluate_scores(y, scores, 0.2, segments={"merchant": merchant}, resamples=20)
+
+    # then
+    assert [segment.value for segment in report.segments] == sorted(set(merchant.tolist()))
+    for segment in report.segments:
+        rows = merchant == segment.value
+        assert (segment.rows, segment.positives) == (int(rows.sum()), int(y[rows].sum()))
+        expected = roc_auc_score(y[rows], scores[rows])
+        assert segment.metrics["roc_auc"].value == pytest.approx(expected, abs=TOLERANCE)
+    for name, value in point_metrics(y, scores, 0.2).items():
+        assert report.metrics[name].value == pytest.approx(value, abs=1e-12), name
 
 
 def test_single_class_segment_skips_metrics_that_need_both_classes() -> None:
@@ -276,6 +339,33 @@ def test_single_class_segment_skips_metrics_that_need_both_classes() -> None:
     for segment in report.segments:
         for metric in segment.metrics.values():
             assert np.isfinite([metric.value, metric.ci_low, metric.ci_high]).all()
+
+
+def test_nothing_flagged_gives_zero_precision_without_spread() -> None:
+    # given a threshold above every score
+    y, scores = _labelled_scores(2_000, 22)
+    threshold = float(min(1.0, scores.max() + 0.01))
+
+    # when
+    report = evaluate_scores(y, scores, threshold, resamples=30)
+
+    # then precision follows scikit-learn's zero_division default, and no resample makes it look uncertain
+    assert (report.metrics["precision"].value, report.metrics["recall"].value, report.metrics["f1"].value) == (0, 0, 0)
+    assert report.metrics["precision"].ci_low == report.metrics["precision"].ci_high == 0.0
+    assert report.confusion.true_positive + report.confusion.false_positive == 0
+
+
+def test_no_resamples_gives_zero_width_intervals() -> None:
+    # given
+    y, scores = _labelled_scores(1_000, 23)
+
+    # when
+    report = evaluate_scores(y, scores, 0.2, resamples=0)
+
+    # then
+    assert report.bootstrap_resamples == 0
+    for metric in report.metrics.values():
+        assert metric.ci_low == metric.value == metric.ci_high
 
 
 @pytest.mark.parametrize("label", [0, 1])

@@ -130,9 +130,7 @@ def test_categorical_columns_use_their_vocabularies(frame: pl.DataFrame) -> None
     assert channels == set(CHANNELS)
     assert card_countries == set(CARD_COUNTRIES)
     assert all(len(c) == 2 and c.isupper() for c in merchant_countries)
-    assert (
-        frame.filter(pl.col("merchant_category") == "cash")["channel"].eq("atm").all()
-    )
+    assert frame.filter(pl.col("merchant_category") == "cash")["channel"].eq("atm").all()
 
 
 def test_about_eight_percent_of_transactions_are_cross_border(
@@ -191,9 +189,9 @@ def test_card_testing_bursts_are_visible_per_card(frame: pl.DataFrame) -> None:
     fraud = frame.filter(pl.col("is_fraud") == 1).sort("card_id", "timestamp")
 
     # when: for each fraud row, the time until the same card's second-next fraud row
-    spans = fraud.with_columns(
-        span=pl.col("timestamp").shift(-2).over("card_id") - pl.col("timestamp")
-    ).filter(pl.col("span") <= timedelta(minutes=10))
+    spans = fraud.with_columns(span=pl.col("timestamp").shift(-2).over("card_id") - pl.col("timestamp")).filter(
+        pl.col("span") <= timedelta(minutes=10)
+    )
 
     # then
     assert spans["card_id"].n_unique() >= 10
@@ -222,9 +220,7 @@ def test_labels_match_the_documented_coefficients(frame: pl.DataFrame) -> None:
         "online": pl.col("channel") == "online",
         "new_device": ~pl.col("device_seen_before"),
         "risky_category": pl.col("merchant_category").is_in(RISKY_CATEGORIES),
-        "large_foreign_night": pl.col("cross_border")
-        & pl.col("night")
-        & (pl.col("amount") >= LARGE_AMOUNT),
+        "large_foreign_night": pl.col("cross_border") & pl.col("night") & (pl.col("amount") >= LARGE_AMOUNT),
     }
     logit = c["intercept"] + c["log_amount"] * pl.col("amount").log()
     for name, flag in flags.items():
