@@ -204,7 +204,7 @@ class ModelSpec(_Frozen):
     C: list[float] = Field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0], min_length=1)
     class_weight: Literal["balanced"] | dict[int, float] | None = None
     max_iter: int = Field(default=500, ge=10)
-    tol: float = Field(default=1e-6, gt=0, description="lbfgs stopping tolerance on the projected gradient.")
+    tol: float = Field(default=1e-5, gt=0, description="lbfgs stopping tolerance on the projected gradient.")
     selection_metric: Literal["log_loss", "roc_auc", "pr_auc"] = "log_loss"
 
     @field_validator("C", mode="before")

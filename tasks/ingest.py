@@ -17,7 +17,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from tasks.config import FeatureSpec, TargetSpec, ValidationSpec
-from tasks.schemas import ROW_COLUMN, coerce_to_schema, raw_schema
+from tasks.schemas import ROW_COLUMN, coerce_to_schema, raw_schema, row_reasons
 
 __all__ = [
     "IngestError",
@@ -136,19 +136,11 @@ def _schema_failures(frame: pl.DataFrame, schema: pa.DataFrameSchema, id_column:
 
 def _reject_nulls_left_by_casts(frame: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:
     nulls = [
-        pl.when(pl.col(name).is_null()).then(pl.lit(f"{name}: not_nullable (got null)")).alias(name)
+        (pl.col(name).is_null(), pl.lit(f"{name}: not_nullable (got null)"))
         for name, column in spec.columns.items()
         if not column.nullable
     ]
-    if not nulls:
-        return pl.DataFrame(schema={ROW_COLUMN: pl.UInt32, "check": pl.String, "reason": pl.String})
-    return (
-        frame.select(nulls)
-        .with_row_index(ROW_COLUMN)
-        .unpivot(index=ROW_COLUMN, value_name="reason")
-        .drop_nulls("reason")
-        .select(ROW_COLUMN, pl.lit("not_nullable").alias("check"), "reason")
-    )
+    return row_reasons(frame, nulls, "not_nullable")
 
 
 def _check_columns(frame: pl.DataFrame, spec: FeatureSpec, validation: ValidationSpec, source: str) -> pl.DataFrame:

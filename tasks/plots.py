@@ -29,6 +29,8 @@ def _check(y_true: ArrayLike, scores: ArrayLike) -> tuple[NDArray[np.bool_], NDA
         raise ValueError(f"y_true has {y.shape[0]} rows but scores has {s.shape[0]}")
     if not (np.all(s >= 0.0) and np.all(s <= 1.0)):
         raise ValueError("scores must be probabilities in [0, 1] (no NaN)")
+    if y.dtype != np.bool_ and not np.all((y == 0) | (y == 1)):
+        raise ValueError("y_true must hold only 0 and 1")
     positive = y == 1
     if not (np.any(positive) and not np.all(positive)):
         raise ValueError("plotting ROC and precision-recall curves needs both classes in y_true")

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.config import TrainingConfig
+from tasks.decision import DECISION_BUNDLE_SCHEMA_PATH, DecisionBundle
 from tasks.report import EvaluationReport
 from tasks.summary import TrainingSummary
 
@@ -25,6 +26,7 @@ def published_schemas() -> dict[Path, type[BaseModel]]:
         SCHEMA_DIR / "training_config.schema.json": TrainingConfig,
         SCHEMA_DIR / "evaluation_report.schema.json": EvaluationReport,
         SCHEMA_DIR / "training_summary.schema.json": TrainingSummary,
+        DECISION_BUNDLE_SCHEMA_PATH: DecisionBundle,
     }
 
 

@@ -20,10 +20,18 @@ from tasks.settings import Settings
 __all__ = [
     "RegisteredModel",
     "TrainingArtifacts",
+    "UnknownModelVersion",
+    "VersionInfo",
+    "delete_alias",
     "discard_version",
+    "download_run_artifact",
+    "get_version",
     "log_training_run",
     "mlflow_client",
     "record_bento",
+    "run_metrics",
+    "set_alias",
+    "version_for_alias",
 ]
 
 PIP_REQUIREMENTS = ["numpy", "polars", "pandas", "pydantic", "pyyaml", "pandera[polars]"]
@@ -146,3 +154,67 @@ def discard_version(settings: Settings, registered: RegisteredModel, reason: str
     client.delete_model_version(registered.model_name, registered.model_version)
     client.set_tag(registered.run_id, "scoregate.failure", reason[:4000])
     client.set_terminated(registered.run_id, status="FAILED")
+
+
+class UnknownModelVersion(LookupError):
+    """The registry has no such model version (or no such model)."""
+
+
+class VersionInfo(BaseModel):
+    """What promotion needs to know about one registered version."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: list[str]
+
+
+def _version_info(version: Any) -> VersionInfo:
+    return VersionInfo(
+        model_name=version.name,
+        version=str(version.version),
+        run_id=version.run_id,
+        tags=dict(version.tags),
+        aliases=list(getattr(version, "aliases", []) or []),
+    )
+
+
+def get_version(settings: Settings, model_name: str, version: str) -> VersionInfo:
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(settings)
+    try:
+        return _version_info(client.get_model_version(model_name, version))
+    except MlflowException as error:
+        raise UnknownModelVersion(f"model {model_name!r} has no registered version {version!r}") from error
+
+
+def version_for_alias(settings: Settings, model_name: str, alias: str) -> VersionInfo | None:
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(settings)
+    try:
+        return _version_info(client.get_model_version_by_alias(model_name, alias))
+    except MlflowException:
+        return None
+
+
+def set_alias(settings: Settings, model_name: str, alias: str, version: str) -> None:
+    mlflow_client(settings).set_registered_model_alias(model_name, alias, version)
+
+
+def delete_alias(settings: Settings, model_name: str, alias: str) -> None:
+    mlflow_client(settings).delete_registered_model_alias(model_name, alias)
+
+
+def download_run_artifact(settings: Settings, run_id: str, artifact_path: str, destination: Path) -> Path:
+    destination.mkdir(parents=True, exist_ok=True)
+    local = mlflow_client(settings).download_artifacts(run_id, artifact_path, str(destination))
+    return Path(local)
+
+
+def run_metrics(settings: Settings, run_id: str) -> dict[str, float]:
+    return dict(mlflow_client(settings).get_run(run_id).data.metrics)

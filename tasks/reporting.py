@@ -11,7 +11,7 @@ import polars as pl
 
 from tasks.config import TrainingConfig
 from tasks.dataset import PreparedData
-from tasks.ingest import IngestReport
+from tasks.ingest import IngestReport, file_sha256
 from tasks.lineage import Lineage
 from tasks.model import ScoringModel
 from tasks.model_card import render_model_card
@@ -19,13 +19,29 @@ from tasks.registry import TrainingArtifacts
 from tasks.report import EvaluationReport
 from tasks.train import FitResult
 
-__all__ = ["RunReports", "evaluate_test_split", "training_artifacts", "write_run_reports"]
+__all__ = [
+    "LABEL_COLUMN",
+    "SNAPSHOT_FILE",
+    "SPLIT_COLUMN",
+    "RunReports",
+    "evaluate_test_split",
+    "training_artifacts",
+    "write_evaluation_snapshot",
+    "write_run_reports",
+]
+
+
+SNAPSHOT_FILE = "evaluation_snapshot.parquet"
+LABEL_COLUMN = "_label"
+SPLIT_COLUMN = "_split"
 
 
 @dataclass(frozen=True)
 class RunReports:
     folder: Path
     evaluation: Path
+    snapshot: Path
+    snapshot_sha256: str
     model_card: Path
     scoring_model: Path
     scoring_model_sha256: str
@@ -82,14 +98,37 @@ def write_run_reports(
         ),
         encoding="utf-8",
     )
+    snapshot = folder / SNAPSHOT_FILE
+    snapshot_sha256 = write_evaluation_snapshot(snapshot, prepared, model)
     return RunReports(
         folder=folder,
         evaluation=evaluation,
+        snapshot=snapshot,
+        snapshot_sha256=snapshot_sha256,
         model_card=card,
         scoring_model=scoring_model,
         scoring_model_sha256=sha256,
         plots=plots,
     )
+
+
+def write_evaluation_snapshot(path: Path, prepared: PreparedData, model: ScoringModel) -> str:
+    """Freeze the rows a promotion scores candidate and champion on; returns the file's SHA-256.
+
+    All validated rows are kept, not only the test split: the per-entity aggregates of a test row need the history
+    before it. `_split` marks the test rows and `_label` holds the 0/1 target, so any later model can be scored on
+    exactly the same evidence whatever its own target configuration.
+    """
+    raw_columns = [c for c in model.pipeline.spec.columns if c in prepared.base.columns]
+    split = np.full(prepared.base.height, "train", dtype=object)
+    split[prepared.split.valid] = "valid"
+    split[prepared.split.test] = "test"
+    snapshot = prepared.base.select(raw_columns).with_columns(
+        pl.Series(LABEL_COLUMN, prepared.labels, dtype=pl.Int8),
+        pl.Series(SPLIT_COLUMN, split, dtype=pl.String),
+    )
+    snapshot.write_parquet(path)
+    return file_sha256(path)
 
 
 def _metric_values(report: EvaluationReport) -> dict[str, float]:
@@ -142,12 +181,18 @@ def training_artifacts(
         "scoregate.scoring_model_sha256": reports.scoring_model_sha256,
         "scoregate.threshold": f"{model.threshold:.17g}",
         "scoregate.target_column": config.target.column,
+        "scoregate.snapshot_hash": reports.snapshot_sha256,
+        "scoregate.segment_column": config.evaluation.segments[0] if config.evaluation.segments else "",
     }
     return TrainingArtifacts(
         params=params,
         metrics=metrics,
         tags=tags,
-        files=[("", reports.evaluation), *(("plots", path) for path in reports.plots.values())],
+        files=[
+            ("", reports.evaluation),
+            ("snapshot", reports.snapshot),
+            *(("plots", path) for path in reports.plots.values()),
+        ],
         json_documents={
             "feature_spec.json": config.spec.model_dump(mode="json"),
             "feature_pipeline.json": model.pipeline.model_dump(mode="json"),

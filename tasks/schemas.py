@@ -17,6 +17,7 @@ __all__ = [
     "POLARS_TYPES",
     "ROW_COLUMN",
     "coerce_to_schema",
+    "row_reasons",
     "feature_schema",
     "raw_schema",
 ]
@@ -81,6 +82,32 @@ def _coerce(column: str, spec: ColumnSpec, dtype: pl.DataType, timestamp_format:
     return source.cast(target, strict=False)
 
 
+def row_reasons(frame: pl.DataFrame, failures: list[tuple[pl.Expr, pl.Expr]], check: str) -> pl.DataFrame:
+    """One row per (row, failed condition) as (row index, check, reason).
+
+    `failures` pairs a boolean condition with the reason text for rows where it holds. Only rows where some
+    condition holds are unpivoted: on ten million clean rows that is a filter, not a hundred-million-row table.
+    """
+    empty = pl.DataFrame(schema={ROW_COLUMN: pl.UInt32, "check": pl.String, "reason": pl.String})
+    if not failures:
+        return empty
+    failing = frame.with_row_index(ROW_COLUMN).filter(pl.any_horizontal([condition for condition, _ in failures]))
+    if failing.height == 0:
+        return empty
+    reasons = failing.select(
+        ROW_COLUMN,
+        *[
+            pl.when(condition).then(reason).otherwise(None).alias(f"_{i}")
+            for i, (condition, reason) in enumerate(failures)
+        ],
+    )
+    return (
+        reasons.unpivot(index=ROW_COLUMN, value_name="reason")
+        .drop_nulls("reason")
+        .select(ROW_COLUMN, pl.lit(check).alias("check"), "reason")
+    )
+
+
 def coerce_to_schema(
     frame: pl.DataFrame, spec: FeatureSpec, timestamp_format: str | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -89,26 +116,22 @@ def coerce_to_schema(
     Returns the typed frame and a long frame (row, check, reason) of the values that did not parse.
     """
     casts = []
-    failures = []
+    failures: list[tuple[pl.Expr, pl.Expr]] = []
     for name, column in spec.columns.items():
         if name not in frame.columns:
             continue
         fmt = timestamp_format if spec.timestamp is not None and name == spec.timestamp.column else None
         expr = _coerce(name, column, frame.schema[name], fmt)
         casts.append(expr.alias(name))
-        failed = pl.col(name).is_not_null() & expr.is_null()
+        if frame.schema[name] == POLARS_TYPES[column.type]:
+            continue  # already the declared type: nothing can fail to parse
         failures.append(
-            pl.when(failed)
-            .then(pl.format("{}: expected {}, got {}", pl.lit(name), pl.lit(column.type), pl.col(name).cast(pl.String)))
-            .alias(name)
+            (
+                pl.col(name).is_not_null() & expr.is_null(),
+                pl.format("{}: expected {}, got {}", pl.lit(name), pl.lit(column.type), pl.col(name).cast(pl.String)),
+            )
         )
-    reasons = frame.select(failures).with_row_index(ROW_COLUMN)
-    long = (
-        reasons.unpivot(index=ROW_COLUMN, value_name="reason")
-        .drop_nulls("reason")
-        .select(ROW_COLUMN, pl.lit("type").alias("check"), "reason")
-    )
-    return frame.with_columns(casts), long
+    return frame.with_columns(casts), row_reasons(frame, failures, "type")
 
 
 def raw_schema(spec: FeatureSpec, target_column: str, *, labelled: bool = True) -> pa.DataFrameSchema:

@@ -26,6 +26,7 @@ __all__ = [
     "build_scoring_model",
     "choose_threshold",
     "fit_logistic",
+    "fit_regularisation_path",
     "select_and_fit",
 ]
 
@@ -55,22 +56,57 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def fit_logistic(
-    design: FloatArray, labels: LabelArray, *, C: float, class_weight: object, max_iter: int, tol: float
-) -> tuple[FloatArray, float, int, list[str]]:
+@dataclass(frozen=True)
+class PathFit:
+    C: float
+    coefficients: FloatArray
+    intercept: float
+    iterations: int
+    warnings: list[str]
+
+
+def fit_regularisation_path(
+    design: FloatArray, labels: LabelArray, Cs: list[float], *, class_weight: object, max_iter: int, tol: float
+) -> list[PathFit]:
+    """One lbfgs fit per C, from the strongest penalty to the weakest, each starting from the previous solution.
+
+    Neighbouring solutions on the path are close, so warm starts cut the iterations of every fit after the first.
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    model = LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter, tol=tol, class_weight=class_weight)
-    with threadpool_limits(1, "blas"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(design, labels)
-    messages = [
-        f"C={C:g}: {str(w.message).splitlines()[0]}" for w in caught if issubclass(w.category, ConvergenceWarning)
-    ]
-    coefficients: FloatArray = model.coef_[0].astype(np.float64)
-    return coefficients, float(model.intercept_[0]), int(model.n_iter_[0]), messages
+    model = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, class_weight=class_weight, warm_start=True)
+    fits: list[PathFit] = []
+    with threadpool_limits(1, "blas"):
+        for c in sorted(Cs):
+            model.set_params(C=c)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model.fit(design, labels)
+            messages = [
+                f"C={c:g}: {str(w.message).splitlines()[0]}"
+                for w in caught
+                if issubclass(w.category, ConvergenceWarning)
+            ]
+            fits.append(
+                PathFit(
+                    C=c,
+                    coefficients=model.coef_[0].astype(np.float64),
+                    intercept=float(model.intercept_[0]),
+                    iterations=int(model.n_iter_[0]),
+                    warnings=messages,
+                )
+            )
+    return fits
+
+
+def fit_logistic(
+    design: FloatArray, labels: LabelArray, *, C: float, class_weight: object, max_iter: int, tol: float
+) -> tuple[FloatArray, float, int, list[str]]:
+    """A single fit (no warm start): coefficients, intercept, iterations and convergence warnings."""
+    (fit,) = fit_regularisation_path(design, labels, [C], class_weight=class_weight, max_iter=max_iter, tol=tol)
+    return fit.coefficients, fit.intercept, fit.iterations, fit.warnings
 
 
 def _validation_score(metric: str, labels: LabelArray, scores: FloatArray) -> float:
@@ -90,22 +126,22 @@ def select_and_fit(
     class_weight: object = spec.class_weight
     if isinstance(class_weight, dict):
         class_weight = {int(k): float(v) for k, v in class_weight.items()}
-    candidates: list[CandidateFit] = []
-    for c in spec.C:
-        coefficients, intercept, iterations, messages = fit_logistic(
-            train, train_labels, C=c, class_weight=class_weight, max_iter=spec.max_iter, tol=spec.tol
+    path = fit_regularisation_path(
+        train, train_labels, spec.C, class_weight=class_weight, max_iter=spec.max_iter, tol=spec.tol
+    )
+    candidates = [
+        CandidateFit(
+            C=fit.C,
+            coefficients=fit.coefficients,
+            intercept=fit.intercept,
+            validation_score=_validation_score(
+                spec.selection_metric, valid_labels, sigmoid(valid @ fit.coefficients + fit.intercept)
+            ),
+            iterations=fit.iterations,
+            warnings=fit.warnings,
         )
-        scores = sigmoid(valid @ coefficients + intercept)
-        candidates.append(
-            CandidateFit(
-                C=c,
-                coefficients=coefficients,
-                intercept=intercept,
-                validation_score=_validation_score(spec.selection_metric, valid_labels, scores),
-                iterations=iterations,
-                warnings=messages,
-            )
-        )
+        for fit in path
+    ]
     # Ties go to the stronger regularisation (smaller C): the simpler model.
     best = max(candidates, key=lambda cand: (cand.validation_score, -cand.C if math.isfinite(cand.C) else -1e308))
     return FitResult(

@@ -94,6 +94,7 @@ def test_large_split_plots_quickly(tmp_path: Path) -> None:
         (np.zeros(10, dtype=np.int64), np.linspace(0, 1, 10), "both classes"),
         (np.array([0, 1, 0]), np.array([0.1, 0.2]), "3 rows.*2"),
         (np.array([0, 1]), np.array([0.1, 1.5]), "probabilities"),
+        (np.array([0, 2]), np.array([0.1, 0.5]), "only 0 and 1"),
     ],
 )
 def test_invalid_input_raises(tmp_path: Path, y: NDArray[np.int64], scores: NDArray[np.float64], message: str) -> None:
