@@ -48,6 +48,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--rows", type=int, default=200_000, help="rows to generate when the config names no data")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    promote = commands.add_parser("promote", help="gate a registered version with OPA and open its GitOps change")
+    promote.add_argument("--model", default="scoregate-fraud", help="registered model name (default scoregate-fraud)")
+    promote.add_argument("--model-version", help="the registered version to promote")
+    promote.add_argument(
+        "--finalize", action="store_true", help="after a passed canary: move the champion alias to the candidate"
+    )
+    promote.add_argument("--env", required=True, choices=["staging", "production"])
+    promote.add_argument("--requested-by", help="who asks (default: the current user)")
+    promote.add_argument("--approved-by", action="append", default=[], help="an approver (repeatable)")
+    promote.add_argument("--policies", type=Path, help="policy folder (default: the project's policies/)")
+    promote.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    rollback = commands.add_parser("rollback", help="revert the live promotion in Git, move the alias back, audit")
+    rollback.add_argument("--env", required=True, choices=["staging", "production"])
+    rollback.add_argument("--reason", required=True, help="why, for the audit trail (for example INC-123)")
+    rollback.add_argument("--actor", help="who rolls back (default: the current user)")
+
+    history = commands.add_parser("history", help="which version was live when, from Git")
+    history.add_argument("--env", required=True, choices=["staging", "production"])
+    history.add_argument("--at", help="only the version live at this ISO time")
+
     schemas = commands.add_parser("schemas", help="write (or check) the published JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 when a committed schema is out of date")
 
@@ -183,11 +204,97 @@ def _report_failure(error: BaseException) -> int:
     if isinstance(error, IngestError | FeatureValidationError | SplitError | ThresholdError):
         print(f"scoregate: data error: {message}", file=sys.stderr)
         return EXIT_DATA
+    from flows.rollback import NothingToRollBack
+    from tasks.registry import UnknownModelVersion
+
+    if isinstance(error, UnknownModelVersion | NothingToRollBack):
+        print(f"scoregate: {message}", file=sys.stderr)
+        return EXIT_USAGE
     if isinstance(error, BentoBuildError):
         print(f"scoregate: packaging error: {message}", file=sys.stderr)
         return EXIT_PACKAGING
     print(f"scoregate: error: {type(error).__name__}: {message}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _run_promotion(args: argparse.Namespace) -> int:
+    settings = _prepare_environment(args)
+    if args.finalize:
+        import getpass
+
+        from flows.rollback import finalize_promotion
+
+        try:
+            version = finalize_promotion(settings, args.model, args.env, args.requested_by or getpass.getuser())
+        except BaseException as error:  # noqa: BLE001 - one line and an exit code
+            return _report_failure(error)
+        print(f"{args.model} v{version} is now the {args.env} champion (alias {args.env})")
+        return EXIT_OK
+    if not args.model_version:
+        print("scoregate: promote needs --model-version (or --finalize)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from flows.promotion import promotion_flow
+
+        outcome = promotion_flow(
+            model_name=args.model,
+            model_version=args.model_version,
+            environment=args.env,
+            requested_by=args.requested_by,
+            approvals=args.approved_by,
+            policy_dir=str(args.policies) if args.policies else None,
+        )
+    except BaseException as error:  # noqa: BLE001 - every failure becomes a one-line message and an exit code
+        return _report_failure(error)
+    if args.json:
+        print(json.dumps(outcome, indent=2, sort_keys=True))
+    else:
+        verdict = "allowed" if outcome["allow"] else "denied"
+        print(
+            f"Promotion of {outcome['model_name']} v{outcome['model_version']} to {outcome['environment']}: {verdict}"
+        )
+        for violation in outcome["violations"]:
+            print(f"  deny  {violation['rule']}: {violation['message']}")
+        for warning in outcome["warnings"]:
+            print(f"  warn  {warning}")
+        if outcome["branch"]:
+            print(f"  branch {outcome['branch']} at {outcome['commit']}; alias {outcome['candidate_alias']} moved")
+        print(f"  report {outcome['report_path']}")
+    return EXIT_OK if outcome["allow"] else EXIT_POLICY
+
+
+def _run_rollback(args: argparse.Namespace) -> int:
+    _prepare_environment(args)
+    try:
+        from flows.rollback import rollback_flow
+
+        outcome = rollback_flow(environment=args.env, reason=args.reason, actor=args.actor)
+    except BaseException as error:  # noqa: BLE001 - one line and an exit code
+        return _report_failure(error)
+    print(
+        f"Rolled back {args.env} from v{outcome['from_version']} to v{outcome['to_version']}: reverted "
+        f"{outcome['reverted_commit'][:12]} with {outcome['revert_commit'][:12]} on {outcome['branch']}; "
+        f"alias {args.env} moved; audited"
+    )
+    return EXIT_OK
+
+
+def _run_history(args: argparse.Namespace) -> int:
+    settings = _prepare_environment(args)
+    from datetime import datetime
+
+    from flows.rollback import history
+
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else None
+        rows = history(settings, args.env, at)
+    except BaseException as error:  # noqa: BLE001 - one line and an exit code
+        return _report_failure(error)
+    for row in rows:
+        print(
+            f"{row['since']}  v{row['model_version']:<12} {row['bento_tag']:<40} {row['commit'][:12]}  {row['change']}"
+        )
+    return EXIT_OK
 
 
 def _run_schemas(args: argparse.Namespace) -> int:
@@ -234,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         return _run_training(args, args.config)
     if args.command == "schemas":
         return _run_schemas(args)
+    if args.command == "promote":
+        return _run_promotion(args)
+    if args.command == "rollback":
+        return _run_rollback(args)
+    if args.command == "history":
+        return _run_history(args)
     if args.command == "policy":
         return _run_policy(args)
     return _run_audit(args)

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from flows.progress import stage
+from flows.steps import step
 from tasks.config import TrainingConfig
 from tasks.dataset import prepare_dataset
 from tasks.features import feature_spec_hash
@@ -40,34 +40,16 @@ def load_default_config() -> TrainingConfig:
     return load_training_config(DEFAULT_CONFIG_PATH)
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what may succeed next time: I/O errors, not a data or configuration problem."""
-    error = state.result(raise_on_failure=False)
-    return isinstance(error, OSError)
-
-
-def _step(fn: Any, name: str, retries: int = 0) -> Any:
-    # Inputs are large frames: hashing them for Prefect's cache would cost more than the step itself.
-    return task(
-        fn,
-        name=name,
-        retries=retries,
-        retry_delay_seconds=2,
-        retry_condition_fn=_transient if retries else None,
-        cache_policy=NO_CACHE,
-    )
-
-
-resolve_source_task = _step(resolve_source, "resolve-source", retries=2)
-ingest_task = _step(ingest_file, "ingest-and-validate", retries=2)
-prepare_task = _step(prepare_dataset, "build-features-and-split")
-fit_task = _step(select_and_fit, "train-logistic-regression")
-model_task = _step(build_scoring_model, "choose-threshold")
-evaluate_task = _step(evaluate_test_split, "evaluate-test-split")
-reports_task = _step(write_run_reports, "write-reports", retries=2)
-register_task = _step(log_training_run, "register-in-mlflow", retries=2)
-package_task = _step(build_bento, "build-bento", retries=1)
-record_bento_task = _step(record_bento, "record-bento-in-mlflow", retries=2)
+resolve_source_task = step(resolve_source, "resolve-source", retries=2)
+ingest_task = step(ingest_file, "ingest-and-validate", retries=2)
+prepare_task = step(prepare_dataset, "build-features-and-split")
+fit_task = step(select_and_fit, "train-logistic-regression")
+model_task = step(build_scoring_model, "choose-threshold")
+evaluate_task = step(evaluate_test_split, "evaluate-test-split")
+reports_task = step(write_run_reports, "write-reports", retries=2)
+register_task = step(log_training_run, "register-in-mlflow", retries=2)
+package_task = step(build_bento, "build-bento", retries=1)
+record_bento_task = step(record_bento, "record-bento-in-mlflow", retries=2)
 
 
 @flow(name="scoregate-training", log_prints=True, validate_parameters=True)

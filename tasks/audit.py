@@ -39,6 +39,7 @@ __all__ = [
     "AuditRecord",
     "AuditVerification",
     "append_audit_record",
+    "read_audit_records",
     "record_hash",
     "verify_audit_log",
 ]
@@ -270,3 +271,18 @@ def verify_audit_log(path: Path, *, expected_head: str | None = None) -> AuditVe
             )
         )
     return AuditVerification(path=path, records=records, head_hash=prev_hash, problems=tuple(problems))
+
+
+def read_audit_records(path: Path) -> list[AuditRecord]:
+    """Every record of a log that verifies; raises `AuditLogError` naming the first problem otherwise.
+
+    Decisions that read the trail (a production promotion needs an earlier staging one) must not trust a log that
+    was edited, so they read it through here and fail closed.
+    """
+    if not path.exists():
+        return []
+    verification = verify_audit_log(path)
+    if not verification.ok:
+        first = verification.problems[0]
+        raise AuditLogError(f"{path}: the audit log does not verify: line {first.line}: {first.message}")
+    return [AuditRecord.model_validate_json(line) for line in path.read_bytes().splitlines() if line.strip()]

@@ -259,6 +259,15 @@ class ValidationSpec(_Frozen):
 
 class EvaluationSpec(_Frozen):
     segments: list[str] = Field(default_factory=list)
+    fairness_segment: str | None = Field(
+        default=None, description="Column whose values the promotion policy's fairness gap (TPR) compares."
+    )
+    fairness_min_positives: int = Field(
+        default=50,
+        ge=1,
+        description="Segment values with fewer positives on the test split are left out of the fairness gap: with a "
+        "few dozen positives a TPR's sampling error alone is about 0.07.",
+    )
     bootstrap_resamples: int = Field(default=200, ge=0, le=5000)
 
 
@@ -282,7 +291,8 @@ class TrainingConfig(_Frozen):
             raise ValueError(f"target column {self.target.column!r} is not declared under spec.columns")
         if any(f.name == self.target.column for f in self.spec.features):
             raise ValueError(f"target column {self.target.column!r} cannot also be a feature")
-        for segment in self.evaluation.segments:
+        fairness = [self.evaluation.fairness_segment] if self.evaluation.fairness_segment else []
+        for segment in [*self.evaluation.segments, *fairness]:
             if segment not in self.spec.columns:
                 raise ValueError(f"segment column {segment!r} is not declared under spec.columns")
         return self

@@ -176,7 +176,7 @@ def _version_info(version: Any) -> VersionInfo:
     return VersionInfo(
         model_name=version.name,
         version=str(version.version),
-        run_id=version.run_id,
+        run_id=version.run_id or "",
         tags=dict(version.tags),
         aliases=list(getattr(version, "aliases", []) or []),
     )

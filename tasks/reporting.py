@@ -182,7 +182,8 @@ def training_artifacts(
         "scoregate.threshold": f"{model.threshold:.17g}",
         "scoregate.target_column": config.target.column,
         "scoregate.snapshot_hash": reports.snapshot_sha256,
-        "scoregate.segment_column": config.evaluation.segments[0] if config.evaluation.segments else "",
+        "scoregate.fairness_segment": config.evaluation.fairness_segment or "",
+        "scoregate.fairness_min_positives": str(config.evaluation.fairness_min_positives),
     }
     return TrainingArtifacts(
         params=params,

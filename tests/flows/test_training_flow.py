@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,9 @@ import pytest
 
 from tasks.model import ScoringModel
 from tasks.settings import Settings
-from tests.flows.conftest import PROJECT_ROOT, small_default_config
+from tests.flows.conftest import PROJECT_ROOT, TRAINED_ROWS, small_default_config
 
-ROWS = 20_000
-
-
-@pytest.fixture(scope="module")
-def trained(module_home: Path) -> Iterator[tuple[dict[str, Any], Settings]]:
-    previous = os.environ.get("SCOREGATE_HOME")
-    os.environ["SCOREGATE_HOME"] = str(module_home)
-    try:
-        from flows.training import training_flow
-
-        config = small_default_config()
-        summary = training_flow(config=config.model_dump(mode="json"), rows=ROWS)
-        yield summary, Settings.from_env()
-    finally:
-        if previous is not None:
-            os.environ["SCOREGATE_HOME"] = previous
+ROWS = TRAINED_ROWS
 
 
 def test_flow_registers_a_version_with_its_metrics_and_lineage(trained: tuple[dict[str, Any], Settings]) -> None:
