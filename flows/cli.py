@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--env", required=True, choices=["staging", "production"])
     history.add_argument("--at", help="only the version live at this ISO time")
 
+    canary = commands.add_parser("canary", help="judge a running canary with the AnalysisTemplate's queries")
+    canary_commands = canary.add_subparsers(dest="canary_command", required=True, metavar="ACTION")
+    check = canary_commands.add_parser("check", help="run every canary metric against Prometheus; exit 4 on failure")
+    check.add_argument("--prometheus", required=True, help="Prometheus base URL, for example http://127.0.0.1:9090")
+    check.add_argument("--env", required=True, choices=["staging", "production"])
+    check.add_argument("--namespace", help="Kubernetes namespace label (default: scoregate-<env>)")
+
     schemas = commands.add_parser("schemas", help="write (or check) the published JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 when a committed schema is out of date")
 
@@ -297,6 +304,15 @@ def _run_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_canary(args: argparse.Namespace) -> int:
+    from tasks.canary import check_canary, load_canary_metrics, render_verdicts
+
+    metrics = load_canary_metrics(namespace=args.namespace or f"scoregate-{args.env}")
+    verdicts = check_canary(args.prometheus, metrics)
+    print(render_verdicts(verdicts))
+    return EXIT_OK if all(v.passed for v in verdicts) else EXIT_POLICY
+
+
 def _run_schemas(args: argparse.Namespace) -> int:
     from tasks.published_schemas import write_schemas
 
@@ -343,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_schemas(args)
     if args.command == "promote":
         return _run_promotion(args)
+    if args.command == "canary":
+        return _run_canary(args)
     if args.command == "rollback":
         return _run_rollback(args)
     if args.command == "history":
