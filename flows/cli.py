@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--env", required=True, choices=["staging", "production"])
     check.add_argument("--namespace", help="Kubernetes namespace label (default: scoregate-<env>)")
 
+    export = commands.add_parser("export", help="write the training flow for other engines")
+    export_commands = export.add_subparsers(dest="export_command", required=True, metavar="TARGET")
+    argo = export_commands.add_parser("argo", help="Argo Workflows WorkflowTemplate + CronWorkflow (hera)")
+    argo.add_argument("--out", type=Path, help="output folder (default gitops/argo-workflows)")
+    argo.add_argument("--image", help="the scoregate image every step runs")
+    argo.add_argument("--check", action="store_true", help="exit 1 when the committed YAML is out of date")
+
     schemas = commands.add_parser("schemas", help="write (or check) the published JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 when a committed schema is out of date")
 
@@ -333,6 +340,13 @@ def _run_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from flows import argo_export
+
+    argv = [*(["--out", str(args.out)] if args.out else []), *(["--image", args.image] if args.image else [])]
+    return argo_export.main([*argv, *(["--check"] if args.check else [])])
+
+
 def _run_schemas(args: argparse.Namespace) -> int:
     from tasks.published_schemas import write_schemas
 
@@ -381,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_schemas(args)
     if args.command == "promote":
         return _run_promotion(args)
+    if args.command == "export":
+        return _run_export(args)
     if args.command == "canary":
         return _run_canary(args)
     if args.command == "rollback":
