@@ -25,6 +25,7 @@ __all__ = [
     "CanaryMetric",
     "MetricVerdict",
     "check_canary",
+    "condition_holds",
     "load_canary_metrics",
     "render_verdicts",
 ]
@@ -49,7 +50,7 @@ class CanaryMetric:
     comparisons: tuple[tuple[str, float], ...]
 
     def passes(self, value: float) -> bool:
-        return not math.isnan(value) and all(_OPERATORS[op](value, limit) for op, limit in self.comparisons)
+        return condition_holds(self.success_condition, value)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,12 @@ def _parse_condition(name: str, condition: str) -> tuple[tuple[str, float], ...]
             raise ValueError(f"metric {name}: cannot read successCondition clause {clause.strip()!r}")
         parts.append((match.group(1), float(match.group(2))))
     return tuple(parts)
+
+
+def condition_holds(condition: str, value: float) -> bool:
+    """Whether `value` satisfies a successCondition such as `result[0] >= 0.5 && result[0] <= 2.0` (NaN never does)."""
+    comparisons = _parse_condition("(condition)", condition)
+    return not math.isnan(value) and all(_OPERATORS[op](value, limit) for op, limit in comparisons)
 
 
 def load_canary_metrics(template: Path = ANALYSIS_TEMPLATE, *, namespace: str) -> list[CanaryMetric]:

@@ -7,29 +7,20 @@ evaluates PromQL offline exactly as Prometheus does.
 from __future__ import annotations
 
 import math
-import operator
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tasks.canary import condition_holds
 from tasks.gitops_manifests import ENVIRONMENTS
 from tests.gitops.helpers import Manifest, find
 
 ARGS = re.compile(r"\{\{\s*args\.([A-Za-z0-9_-]+)\s*\}\}")
-_COMPARISON = r"result\[0\] (<=|>=|<|>) (-?[0-9]+(?:\.[0-9]+)?)"
-CONDITION = re.compile(rf"^{_COMPARISON}(?: && {_COMPARISON})?$")
-OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-}
 METRICS = {
     "error-rate",
     "p95-latency",
@@ -53,11 +44,8 @@ NAMESPACE = "scoregate-test"
 
 
 def evaluate_condition(condition: str, value: float) -> bool:
-    """Evaluate an Argo Rollouts successCondition of the restricted form the template promises."""
-    match = CONDITION.match(condition)
-    assert match is not None, f"not a plain comparison of result[0]: {condition!r}"
-    groups = [group for group in match.groups() if group is not None]
-    return all(OPERATORS[groups[i]](value, float(groups[i + 1])) for i in range(0, len(groups), 2))
+    """The condition as `scoregate canary check` judges it (the template promises plain comparisons of result[0])."""
+    return condition_holds(condition, value)
 
 
 def _metrics(documents: list[Manifest]) -> dict[str, dict[str, Any]]:
@@ -78,7 +66,7 @@ def test_every_metric_is_self_contained_and_parseable(env: str, rendered_documen
         prometheus = metric["provider"]["prometheus"]
         assert prometheus["address"] == "{{args.prometheus-address}}", name
         assert set(ARGS.findall(prometheus["query"])) == {"namespace"}, name
-        assert CONDITION.match(metric["successCondition"]), name
+        assert isinstance(condition_holds(metric["successCondition"], 0.0), bool), name
         assert metric["interval"] and int(metric["count"]) > 0 and int(metric["failureLimit"]) >= 0, name
 
 
