@@ -23,7 +23,13 @@ from flows.steps import step
 from tasks.audit import append_audit_record, read_audit_records
 from tasks.decision import Approval, Decision, DecisionBundle
 from tasks.gitops_manifests import Release, write_release
-from tasks.gitops_repo import DEFAULT_BRANCH, commit_on_branch, ensure_local_remote
+from tasks.gitops_repo import (
+    DEFAULT_BRANCH,
+    CommitResult,
+    commit_on_branch,
+    delete_remote_branch,
+    ensure_local_remote,
+)
 from tasks.ingest import file_sha256
 from tasks.lineage import PROJECT_ROOT
 from tasks.locks import exclusive_lock
@@ -66,6 +72,7 @@ class PromotionOutcome(BaseModel):
     branch: str | None
     commit: str | None
     candidate_alias: str | None
+    merge_request: str | None = None
 
 
 def gitops_remote(settings: Settings) -> str:
@@ -100,6 +107,26 @@ def _release(info: VersionInfo) -> Release:
         bento_tag=bento_tag,
         image_tag=bento_tag.split(":", 1)[-1],
         bento_digest=f"sha256:{info.tags.get('scoregate.bento_digest', '')}",
+    )
+
+
+def _open_merge_request(branch: str, bundle: DecisionBundle, decision: Decision, diff: str, commit: str) -> str | None:
+    """Open the merge request when GitLab is configured; its description is the promotion report."""
+    from tasks.gitlab_mr import GitLabSettings, open_merge_request
+
+    gitlab = GitLabSettings.from_env()
+    if gitlab is None:
+        return None
+    from tasks.secrets import gitlab_token, secret_store
+
+    with secret_store() as store:
+        token = gitlab_token(store)
+    return open_merge_request(
+        gitlab,
+        token,
+        source_branch=branch,
+        title=f"Promote {bundle.model_name} v{bundle.candidate_version} to {bundle.environment}",
+        description=render_promotion_report(bundle, decision, manifest_diff=diff, branch=branch, commit=commit),
     )
 
 
@@ -190,6 +217,7 @@ def _promote(
         stage("Committing to the GitOps repository")
         release = _release(candidate)
         branch = f"promote/{model_name}-v{model_version}-{environment}"
+        result: CommitResult | None = None
         try:
             result = commit_task(
                 gitops_remote(settings),
@@ -203,9 +231,13 @@ def _promote(
                 ),
                 change=lambda repo: write_release(repo, environment, release),
             )
+            merge_request = _open_merge_request(branch, bundle, decision, result.diff, result.commit)
             alias = f"{environment}-candidate"
             set_alias(settings, model_name, alias, model_version)
         except BaseException as error:
+            if result is not None and result.created_branch:
+                # The branch is useless without its merge request or alias: remove it so nothing is half-done.
+                delete_remote_branch(gitops_remote(settings), settings.home / "work", branch)
             append_audit_record(
                 audit_log,
                 actor=requested_by,
@@ -216,11 +248,15 @@ def _promote(
                 bundle_hash=decision.bundle_hash,
                 policy_digest=decision.policy_digest,
                 decision="allow",
-                details={"error": str(error)[:500], "alias_moved": "no"},
+                details={
+                    "error": str(error)[:500],
+                    "alias_moved": "no",
+                    "branch_removed": str(result is not None and result.created_branch),
+                },
             )
             raise
         commit, diff = result.commit, result.diff
-        details.update({"branch": branch, "commit": commit, "alias": alias})
+        details.update({"branch": branch, "commit": commit, "alias": alias, "merge_request": merge_request or ""})
     append_audit_record(
         audit_log,
         actor=requested_by,
@@ -249,4 +285,5 @@ def _promote(
         branch=branch,
         commit=commit,
         candidate_alias=alias,
+        merge_request=details.get("merge_request") or None,
     )

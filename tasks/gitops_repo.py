@@ -24,6 +24,7 @@ __all__ = [
     "GitError",
     "PushRejected",
     "commit_on_branch",
+    "delete_remote_branch",
     "ensure_local_remote",
     "git",
     "working_copy",
@@ -109,6 +110,7 @@ class CommitResult:
     commit: str
     diff: str
     retried: bool
+    created_branch: bool  # False when the branch already existed on the remote (then it is not ours to delete)
 
 
 def commit_on_branch(
@@ -126,6 +128,7 @@ def commit_on_branch(
     nothing; a push refused twice raises, and the remote is as it was.
     """
     with working_copy(remote, parent) as repo:
+        existed = bool(git(["branch", "-r", "--list", f"origin/{branch}"], cwd=repo).strip())
         git(["checkout", "--quiet", "-B", branch, f"origin/{base}"], cwd=repo)
         changed = change(repo)
         if not changed:
@@ -148,4 +151,10 @@ def commit_on_branch(
             git(["push", "--quiet", "origin", f"{branch}:{branch}"], cwd=repo)
         commit = git(["rev-parse", "HEAD"], cwd=repo).strip()
         diff = git(["show", "--format=", "--stat", "--patch", commit], cwd=repo)
-    return CommitResult(branch=branch, commit=commit, diff=diff, retried=retried)
+    return CommitResult(branch=branch, commit=commit, diff=diff, retried=retried, created_branch=not existed)
+
+
+def delete_remote_branch(remote: str, parent: Path, branch: str) -> None:
+    """Undo a pushed branch whose later steps failed, so a failed promotion leaves no branch behind."""
+    with working_copy(remote, parent) as repo:
+        git(["push", "--quiet", "origin", "--delete", branch], cwd=repo)

@@ -28,6 +28,10 @@ def lenient_policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     staging = data["environments"]["staging"]
     staging["metric_floors"] = {"roc_auc": {"min": 0.6, "bound": "ci_low"}}
     staging["max_fairness_gap"] = 1.0
+    production = data["environments"]["production"]
+    production["metric_floors"] = {"roc_auc": {"min": 0.6, "bound": "ci_low"}}
+    production["max_fairness_gap"] = 1.0
+    production["freeze_windows"] = []  # the test must not depend on today's date
     data_file.write_text(json.dumps(data), encoding="utf-8")
     return folder
 
@@ -203,3 +207,68 @@ def test_an_edited_audit_log_stops_promotion(home: Settings, tmp_path: Path) -> 
         assert run_cli("audit", "verify")[0] == 4
     finally:
         log.write_bytes(original)
+
+
+def test_production_promotion_opens_a_gitlab_merge_request_with_the_report(
+    home: Settings, lenient_policies: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given GitLab configured (a stand-in of its REST API, reached by the real python-gitlab client) and its token
+    # readable from the laptop environment
+    from tests.gitlab_standin import gitlab_standin
+
+    token = "glpat-test-token-0123456789"
+    with gitlab_standin(token) as gitlab:
+        monkeypatch.setenv("SCOREGATE_GITLAB_URL", gitlab.url)
+        monkeypatch.setenv("SCOREGATE_GITLAB_PROJECT", "platform/scoregate-gitops")
+        monkeypatch.setenv("SCOREGATE_ALLOW_ENV_SECRETS", "1")
+        monkeypatch.setenv("SCOREGATE_SECRET_GITLAB_TOKEN", token)
+        # when version 1 (staged earlier in this module) is promoted to production with another person's approval
+        code, outcome, err = _promote(
+            "--policies", str(lenient_policies), "--requested-by", "alice", "--approved-by", "carol", env="production"
+        )
+    # then the merge request is opened from the promotion branch, described by the promotion report
+    assert code == 0, err
+    assert outcome["merge_request"] == f"{gitlab.url}/platform/scoregate-gitops/-/merge_requests/1"
+    (request,) = gitlab.merge_requests
+    assert gitlab.projects == ["platform/scoregate-gitops"]
+    assert request["source_branch"] == "promote/scoregate-fraud-v1-production"
+    assert request["target_branch"] == "main"
+    assert request["title"] == "Promote scoregate-fraud v1 to production"
+    assert "## Policy verdict" in request["description"] and "every rule passed" in request["description"]
+    # and the token appears in no output, report or audit record
+    captured = capsys.readouterr()
+    texts = [captured.out, captured.err, err, Path(outcome["report_path"]).read_text(encoding="utf-8")]
+    texts.append((home.home / "audit" / "audit.jsonl").read_text(encoding="utf-8"))
+    assert not any(token in text for text in texts)
+
+
+def test_gitlab_refusal_removes_the_branch_and_moves_no_alias(
+    home: Settings, lenient_policies: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given GitLab that refuses the token
+    from tests.gitlab_standin import gitlab_standin
+
+    with gitlab_standin("the-right-token") as gitlab:
+        monkeypatch.setenv("SCOREGATE_GITLAB_URL", gitlab.url)
+        monkeypatch.setenv("SCOREGATE_GITLAB_PROJECT", "platform/scoregate-gitops")
+        monkeypatch.setenv("SCOREGATE_ALLOW_ENV_SECRETS", "1")
+        monkeypatch.setenv("SCOREGATE_SECRET_GITLAB_TOKEN", "a-wrong-token")
+        subprocess.run(
+            ["git", "-C", str(home.home / "gitops.git"), "branch", "-D", "promote/scoregate-fraud-v1-staging"],
+            check=True,
+            capture_output=True,
+        )
+        branches_before = _branches(home)
+        aliases_before = _aliases(home, "scoregate-fraud")
+        # when a promotion is allowed, committed and pushed, but its merge request cannot be opened
+        code, _, err = _promote("--policies", str(lenient_policies), "--requested-by", "dave")
+    # then the error names GitLab, the pushed branch is gone again, no alias moved, and the audit says so
+    assert code == 1 and "GitLab" in err and "401" in err
+    assert _branches(home) == branches_before
+    assert _aliases(home, "scoregate-fraud") == aliases_before
+    last = read_audit_records(home.home / "audit" / "audit.jsonl")[-1]
+    assert (last.action, last.details["alias_moved"], last.details["branch_removed"]) == (
+        "promotion.failed",
+        "no",
+        "True",
+    )
