@@ -7,6 +7,7 @@ registered version behind.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "mlflow_client",
     "record_bento",
     "run_metrics",
+    "server_credentials",
     "set_alias",
     "version_for_alias",
 ]
@@ -62,9 +64,28 @@ class TrainingArtifacts:
     run_name: str
 
 
+def server_credentials(tracking_uri: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Basic-auth variables for a remote MLflow server, read from Vault; nothing for a local store.
+
+    A remote server with Vault configured (or laptop secrets allowed) gets its credentials from the secrets module,
+    failing closed when they cannot be read; the values go to MLflow's own variables and nowhere else.
+    """
+    env = os.environ if environ is None else environ
+    remote = tracking_uri.startswith(("http://", "https://"))
+    configured = bool(env.get("SCOREGATE_VAULT_ADDR")) or env.get("SCOREGATE_ALLOW_ENV_SECRETS") == "1"
+    if not remote or not configured:
+        return {}
+    from tasks.secrets import mlflow_environment, secret_store
+
+    with secret_store(env) as store:
+        return mlflow_environment(store)
+
+
 def _configure(settings: Settings) -> str:
     """Point MLflow at the configured store and return the experiment id (created on first use)."""
     import mlflow
+
+    os.environ.update(server_credentials(settings.mlflow_tracking_uri))
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
