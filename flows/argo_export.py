@@ -4,11 +4,12 @@ Each step of the template is one stage of `flows/training.py` run in its own pod
 
     resolve-source -> ingest-and-validate -> build-features-and-split -> train -> evaluate -> register -> build-bento
 
-A step runs `scoregate step NAME --run-dir $(SCOREGATE_HOME)/runs/{{workflow.name}}`: it reads what the earlier
-steps left in the run folder and writes its own results there. The steps therefore share SCOREGATE_HOME on one
-volume (the PersistentVolumeClaim `scoregate-home`, mounted at /var/lib/scoregate in every pod); it also holds the
-MLflow SQLite store and the BentoML store unless SCOREGATE_MLFLOW_TRACKING_URI points at an MLflow server. Pods of
-one run follow each other, so a ReadWriteOnce claim works when they land on one node; otherwise use ReadWriteMany.
+A step runs `scoregate step NAME --run-dir $(SCOREGATE_HOME)/runs/{{workflow.name}}` (flows/training_steps.py):
+it reads what the earlier steps left in the run folder and writes its own results there. The steps therefore share
+SCOREGATE_HOME on one volume (the PersistentVolumeClaim `scoregate-home`, mounted at /var/lib/scoregate in every
+pod); it also holds the MLflow SQLite store and the BentoML store unless SCOREGATE_MLFLOW_TRACKING_URI points at an
+MLflow server. Pods of one run follow each other, so a ReadWriteOnce claim works when they land on one node;
+otherwise use ReadWriteMany.
 
 Retries mirror the Prefect flow's: only the I/O steps retry, when their pod was lost or `scoregate step` exited with
 75 (EX_TEMPFAIL: a transient I/O error), never on bad data. A workflow-level mutex keeps two runs from overlapping
@@ -90,6 +91,10 @@ def _step_args(step: ArgoStep) -> list[str]:
     args = ["step", step.name, "--run-dir", "$(SCOREGATE_HOME)/runs/{{workflow.name}}"]
     if step.name == "resolve-source":
         args += ["--config", "{{workflow.parameters.config}}", "--rows", "{{workflow.parameters.rows}}"]
+    if step.retries:
+        # Argo's retry number (from 0) tells a step whether another attempt follows: build-bento keeps the
+        # registered version for its retry and removes it only when the last attempt fails.
+        args += ["--attempt", "{{retries}}"]
     return args
 
 

@@ -9,6 +9,7 @@ Exit codes:
   3  data error (missing or unreadable file, missing columns, too many rejected rows, a bad target or feature)
   4  a policy said no (promotion denied, a policy test failed, an audit log that does not verify)
   5  packaging or registry error (bentoml build or MLflow failed; nothing was left registered)
+  75 an I/O error worth retrying (`scoregate step` only; Argo Workflows retries the step)
 """
 
 from __future__ import annotations
@@ -44,11 +45,38 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate card transactions and run the whole training flow on them")
     demo.add_argument("--rows", type=int, default=200_000, help="rows to generate (default 200000)")
     demo.add_argument("--json", action="store_true", help="print the summary as JSON")
+    demo.add_argument(
+        "--incident",
+        action="store_true",
+        help="replay the skew incident: train and serve a champion, feed traffic with amounts in cents, watch drift",
+    )
 
     train = commands.add_parser("train", help="run the training flow on your own CSV or Parquet file")
     train.add_argument("--config", type=Path, required=True, help="a YAML training config (see tasks/configs/)")
     train.add_argument("--rows", type=int, default=200_000, help="rows to generate when the config names no data")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    serve = commands.add_parser("serve", help="serve a registered version's bento on 127.0.0.1 (bentoml serve)")
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model-version", help="the registered version whose bento to serve")
+    which.add_argument("--alias", help="an MLflow alias, e.g. production or staging-candidate")
+    which.add_argument("--bento", help="a bento tag from the BentoML store")
+    serve.add_argument("--model", default="scoregate-fraud", help="registered model name (default scoregate-fraud)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    serve.add_argument(
+        "--online-store", help="'memory' (default, in-process) or redis://host:port/db to share card history"
+    )
+
+    monitor = commands.add_parser("monitor", help="watch drift on the prediction log; OPA decides what to do")
+    monitor.add_argument("--model", default="scoregate-fraud", help="registered model name (default scoregate-fraud)")
+    monitor.add_argument("--env", default="production", choices=["staging", "production"])
+    monitor.add_argument("--window-hours", type=float, default=1.0, help="length of the watched window (default 1)")
+    monitor.add_argument("--window-end", help="end of the window, ISO 8601 (default now; no offset means UTC)")
+    monitor.add_argument("--policies", type=Path, help="policy folder (default: the repository's policies/)")
+    monitor.add_argument("--dry-run", action="store_true", help="decide and audit, but do not retrain or roll back")
+    monitor.add_argument("--retrain-rows", type=int, default=200_000, help="rows a decided retrain generates")
+    monitor.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     promote = commands.add_parser("promote", help="gate a registered version with OPA and open its GitOps change")
     promote.add_argument("--model", default="scoregate-fraud", help="registered model name (default scoregate-fraud)")
@@ -84,6 +112,10 @@ def _parser() -> argparse.ArgumentParser:
     argo.add_argument("--out", type=Path, help="output folder (default gitops/argo-workflows)")
     argo.add_argument("--image", help="the scoregate image every step runs")
     argo.add_argument("--check", action="store_true", help="exit 1 when the committed YAML is out of date")
+
+    from flows.training_steps import add_step_parser
+
+    add_step_parser(commands)
 
     schemas = commands.add_parser("schemas", help="write (or check) the published JSON Schemas")
     schemas.add_argument("--check", action="store_true", help="exit 1 when a committed schema is out of date")
@@ -318,6 +350,53 @@ def _run_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    settings = _prepare_environment(args)
+    from flows.serve import serve
+
+    return serve(
+        model_version=args.model_version,
+        alias=args.alias,
+        bento_tag=args.bento,
+        model_name=args.model,
+        host=args.host,
+        port=args.port,
+        online_store=args.online_store,
+        settings=settings,
+    )
+
+
+def _run_monitor(args: argparse.Namespace) -> int:
+    _prepare_environment(args)
+    from flows.monitoring import monitor_command
+
+    return monitor_command(
+        model_name=args.model,
+        environment=args.env,
+        window_hours=args.window_hours,
+        window_end=args.window_end,
+        policy_dir=args.policies,
+        act=not args.dry_run,
+        retrain_rows=args.retrain_rows,
+        as_json=args.json,
+    )
+
+
+def _run_incident(args: argparse.Namespace) -> int:
+    _prepare_environment(args)
+    from flows.incident import IncidentError, run_incident_demo
+
+    try:
+        summary = run_incident_demo(rows=args.rows)
+    except IncidentError as error:
+        print(f"scoregate: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except BaseException as error:  # noqa: BLE001 - one line and an exit code
+        return _report_failure(error)
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    return EXIT_OK
+
+
 def _run_canary(args: argparse.Namespace) -> int:
     from tasks.canary import check_canary, load_canary_metrics, render_verdicts
 
@@ -388,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         return _run_init(args)
     if args.command == "demo":
-        return _run_training(args, None)
+        return _run_incident(args) if args.incident else _run_training(args, None)
+    if args.command == "serve":
+        return _run_serve(args)
+    if args.command == "monitor":
+        return _run_monitor(args)
     if args.command == "train":
         return _run_training(args, args.config)
     if args.command == "schemas":
@@ -405,6 +488,10 @@ def main(argv: list[str] | None = None) -> int:
         return _run_history(args)
     if args.command == "policy":
         return _run_policy(args)
+    if args.command == "step":
+        from flows.training_steps import step_command
+
+        return step_command(args)
     return _run_audit(args)
 
 

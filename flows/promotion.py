@@ -48,7 +48,7 @@ from tasks.registry import (
 )
 from tasks.settings import Settings
 
-__all__ = ["PromotionOutcome", "SnapshotMismatch", "gitops_remote", "promotion_flow"]
+__all__ = ["PromotionOutcome", "SnapshotMismatch", "gitops_remote", "promotion_flow", "release_of"]
 
 POLICY_DIR = PROJECT_ROOT / "policies"
 EVIDENCE_SEED = 20260101
@@ -99,7 +99,8 @@ def _load_snapshot(settings: Settings, info: VersionInfo, folder: Path) -> tuple
     return pl.read_parquet(path), digest
 
 
-def _release(info: VersionInfo) -> Release:
+def release_of(info: VersionInfo) -> Release:
+    """The overlay's release fields for a registered version, from the bento tags recorded on it."""
     bento_tag = info.tags.get("scoregate.bento_tag", "")
     return Release(
         model_name=info.model_name,
@@ -215,7 +216,7 @@ def _promote(
     details = {"violations": ",".join(sorted(decision.violation_rules()))}
     if decision.allow:
         stage("Committing to the GitOps repository")
-        release = _release(candidate)
+        release = release_of(candidate)
         branch = f"promote/{model_name}-v{model_version}-{environment}"
         result: CommitResult | None = None
         try:

@@ -99,8 +99,16 @@ def load_canary_metrics(template: Path = ANALYSIS_TEMPLATE, *, namespace: str) -
 
 def _query(client: httpx.Client, prometheus: str, query: str) -> float:
     response = client.get(f"{prometheus.rstrip('/')}/api/v1/query", params={"query": query})
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        # Prometheus answers a query it cannot run with a 4xx/5xx and says why in the body: show that, not the status.
+        raise ValueError(f"Prometheus refused the query ({response.status_code}): {body.get('error', '')}")
     response.raise_for_status()
-    body = response.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"{response.url} did not answer with Prometheus's JSON")
     if body.get("status") != "success":
         raise ValueError(f"Prometheus answered {body.get('status')}: {body.get('error', '')}")
     result = body["data"]["result"]
@@ -115,7 +123,7 @@ def check_canary(prometheus: str, metrics: list[CanaryMetric], *, timeout_second
         for metric in metrics:
             try:
                 value = _query(client, prometheus, metric.query)
-            except (httpx.HTTPError, ValueError, KeyError) as error:
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
                 verdicts.append(
                     MetricVerdict(metric.name, None, metric.success_condition, passed=False, error=str(error))
                 )

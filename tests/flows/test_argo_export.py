@@ -127,6 +127,24 @@ def test_runs_never_overlap_and_only_io_steps_retry() -> None:
     }
 
 
+def test_steps_that_retry_tell_the_command_their_attempt() -> None:
+    # given the container templates and the steps' retry limits
+    templates = {t["name"]: t for t in _container_templates(_documents()["WorkflowTemplate"])}
+    # when each container's arguments after the run folder are read
+    extra = {name: t["container"]["args"][4:] for name, t in templates.items()}
+    # then exactly the steps with a retry strategy pass Argo's retry number, and only the first step the config
+    for step in STEPS:
+        has_attempt = extra[step.name][-2:] == ["--attempt", "{{retries}}"]
+        assert has_attempt == (step.retries > 0) == ("retryStrategy" in templates[step.name]), step.name
+    assert extra["resolve-source"][:4] == [
+        "--config",
+        "{{workflow.parameters.config}}",
+        "--rows",
+        "{{workflow.parameters.rows}}",
+    ]
+    assert all("--config" not in args for name, args in extra.items() if name != "resolve-source")
+
+
 def test_the_cron_workflow_runs_the_template_nightly() -> None:
     # given the CronWorkflow
     cron = _documents()["CronWorkflow"]

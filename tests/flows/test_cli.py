@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -76,7 +77,7 @@ def test_bad_data_exits_3_with_one_line_and_registers_nothing(
     assert code == 3
     lines = [line for line in err.splitlines() if line.startswith("scoregate:")]
     assert len(lines) == 1 and str(data) in lines[0]
-    assert pytest.importorskip("re").search(expected, lines[0])
+    assert re.search(expected, lines[0])
     assert _registered_versions(scoregate_home) == 0
 
 
@@ -145,3 +146,30 @@ def _write_applications(path: Path) -> None:
             "defaulted": defaulted,
         }
     ).write_csv(path)
+
+
+def test_serve_an_unknown_version_exits_5_and_names_it(scoregate_home: Path) -> None:
+    # given an empty registry
+    # when a version that was never registered is served
+    code, _, err = run_cli("serve", "--model-version", "41")
+    # then nothing is started and the message names the model and the version
+    assert code == 5
+    assert "scoregate-fraud" in err and "41" in err
+
+
+def test_serve_needs_exactly_one_of_version_alias_or_bento(scoregate_home: Path) -> None:
+    # given a command line naming both a version and an alias
+    # when it is parsed
+    with pytest.raises(SystemExit) as exited:
+        run_cli("serve", "--model-version", "1", "--alias", "production")
+    # then argparse refuses it as a usage error
+    assert exited.value.code == 2
+
+
+def test_monitor_without_a_champion_exits_2_and_says_so(scoregate_home: Path) -> None:
+    # given a home where no version holds the production alias
+    # when the drift watch runs
+    code, _, err = run_cli("monitor", "--env", "production", "--dry-run")
+    # then it refuses with a usage error that names the missing alias
+    assert code == 2
+    assert "production" in err

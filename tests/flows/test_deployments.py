@@ -77,6 +77,7 @@ def test_the_cli_created_both_pools_and_deployed(deployed: Deployed) -> None:
         assert f"Created work pool {name!r}!" in output
     for name in ("nightly-retrain", "nightly-retrain-kubernetes"):
         assert f"$ prefect deployment run '{FLOW}/{name}'" in output
+    assert "$ prefect deployment run 'scoregate-monitoring/hourly-drift-watch'" in output
 
 
 def _declared() -> list[dict[str, Any]]:
@@ -90,11 +91,12 @@ def test_every_declared_deployment_is_created(deployments: dict[str, dict[str, A
     declared = {entry["name"] for entry in _declared()}
     # when the server's deployments are listed (after `prefect deploy --all`)
     created = set(deployments)
-    # then each one exists: the two retrains and the on-demand promotion
-    assert declared == created == {"nightly-retrain", "nightly-retrain-kubernetes", "promote"}
+    # then each one exists: the two retrains, the on-demand promotion and the hourly drift watch
+    assert declared == created == {"nightly-retrain", "nightly-retrain-kubernetes", "promote", "hourly-drift-watch"}
     assert {d["entrypoint"] for d in deployments.values()} == {
         "flows/training.py:training_flow",
         "flows/promotion.py:promotion_flow",
+        "flows/monitoring.py:monitoring_flow",
     }
 
 
@@ -123,6 +125,29 @@ def test_the_nightly_retrain_runs_at_two_utc_on_the_process_pool(deployments: di
     assert retrain["work_queue_name"] == "training"
     assert retrain["parameters"] == {"rows": 200000}
     assert set(retrain["parameter_openapi_schema"]["properties"]) == {"config", "rows"}
+
+
+def test_the_drift_watch_runs_hourly_on_the_process_pool_one_at_a_time(
+    deployments: dict[str, dict[str, Any]],
+) -> None:
+    # given the drift watch
+    watch = deployments["hourly-drift-watch"]
+    # when its schedule, pool, parameters and concurrency settings are read
+    [schedule] = watch["schedules"]
+    limit = watch["global_concurrency_limit"]
+    # then it runs every hour at a quarter past, UTC, on the process pool's monitoring queue, over the last hour of
+    # the production champion
+    assert schedule["schedule"]["cron"] == "15 * * * *" and schedule["schedule"]["timezone"] == "UTC"
+    assert schedule["active"] is True
+    assert (watch["work_pool_name"], watch["work_queue_name"]) == ("scoregate-process", "monitoring")
+    assert watch["parameters"] == {"model_name": "scoregate-fraud", "environment": "production", "window_hours": 1.0}
+    assert {"window_end", "act", "retrain_rows", "policy_dir"} <= set(watch["parameter_openapi_schema"]["properties"])
+    # and one watch at a time: a watch that comes due while another still runs is cancelled, not queued
+    assert limit is not None and limit["limit"] == 1 and limit["active"]
+    assert watch["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
+    assert watch["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $SCOREGATE_REPO_DIR }}"}}
+    ]
 
 
 def test_two_retrains_never_overlap(deployments: dict[str, dict[str, Any]]) -> None:

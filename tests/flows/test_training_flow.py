@@ -166,3 +166,36 @@ def test_failed_packaging_leaves_no_registered_version(
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     # and the earlier model is untouched
     assert client.get_model_version(summary["model_name"], summary["model_version"]).status == "READY"
+
+
+def test_training_saves_the_versions_drift_reference(trained: tuple[dict[str, Any], Settings]) -> None:
+    # given a finished training flow
+    summary, settings = trained
+    from tasks.drift_reference import PROFILE_FILE, reference_folder
+
+    # when its version's drift reference folder is read
+    profile = reference_folder(settings.home, summary["model_name"], str(summary["model_version"])) / PROFILE_FILE
+    # then the profile was written at training time, for that version, and no warning says otherwise
+    assert profile.is_file()
+    assert str(summary["model_version"]) in profile.read_text(encoding="utf-8")
+    assert not [w for w in summary["warnings"] if "drift reference" in w]
+
+
+def test_a_second_training_in_the_same_home_waits_for_the_first(
+    trained: tuple[dict[str, Any], Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a training that holds the home's training lock, and a short wait allowed for it
+    _, settings = trained
+    from flows.training import training_flow
+    from tasks.locks import LockTimeout, exclusive_lock
+    from tasks.registry import mlflow_client
+
+    monkeypatch.setenv("SCOREGATE_HOME", str(settings.home))
+    monkeypatch.setenv("SCOREGATE_TRAINING_LOCK_TIMEOUT_SECONDS", "0.2")
+    config = small_default_config(model_name="waits-for-the-lock")
+    held = exclusive_lock(settings.home / "locks" / "training.lock", timeout_seconds=1, purpose="training")
+    # when another training starts
+    with held, pytest.raises(LockTimeout, match="training"):
+        training_flow(config=config.model_dump(mode="json"), rows=ROWS)
+    # then it gave up before doing anything: no version of its model exists
+    assert mlflow_client(settings).search_model_versions("name='waits-for-the-lock'") == []

@@ -200,8 +200,7 @@ def test_queries_compute_their_metric_on_synthetic_series(
     rendered_documents: dict[str, list[Manifest]], tmp_path: Path
 ) -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (apt-get install -y --no-install-recommends prometheus)")
+    assert promtool is not None, "promtool is not installed: apt-get install -y --no-install-recommends prometheus"
     # given synthetic canary/stable series with known true values, and the template's queries for that namespace
     series, expected = _synthetic_series()
     metrics = _metrics(rendered_documents["production"])

@@ -221,8 +221,7 @@ def test_prometheus_rule_has_the_four_alerts(env: str, rendered_documents: dict[
 
 def test_alert_expressions_are_valid_promql(rendered_documents: dict[str, list[Manifest]], tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (apt-get install -y --no-install-recommends prometheus)")
+    assert promtool is not None, "promtool is not installed: apt-get install -y --no-install-recommends prometheus"
     # given the production PrometheusRule's groups as a plain Prometheus rule file
     rule = find(rendered_documents["production"], "PrometheusRule", "scoregate-scorer")
     path = tmp_path / "rules.yaml"
