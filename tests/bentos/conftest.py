@@ -11,12 +11,8 @@ import http.client
 import itertools
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,15 +25,10 @@ import pytest
 from tasks.package import BentoRecord
 from tasks.sample_bento import SampleModel, build_sample_bento, train_sample_model
 from tasks.settings import Settings
+from tests.servers import free_port, redis_server, stop_process
 
 VENV_BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def request_records(frame: pl.DataFrame, target: str = "is_fraud") -> list[dict[str, Any]]:
@@ -102,14 +93,8 @@ class Server:
 
     def stop(self) -> None:
         self._connection.close()
-        if self.process.poll() is None:
-            # The server runs in its own session: stop its whole group (arbiter and worker).
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        # The server runs in its own session: stop its whole group (arbiter and worker).
+        stop_process(self.process, grace_s=30)
 
 
 def launch(command: Sequence[str], env: Mapping[str, str], port: int, log_path: Path) -> Server:
@@ -205,28 +190,7 @@ def served(bento: BentoRecord, bento_settings: Settings, tmp_path_factory: pytes
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throw-away redis-server (Debian's) on 127.0.0.1 and a free port, with persistence off."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise AssertionError("redis-server is not installed: `apt-get install -y redis-server` (see .ci/run)")
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="scoregate-redis-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("redis-server did not start") from None
-            time.sleep(0.1)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
-    shutil.rmtree(folder, ignore_errors=True)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

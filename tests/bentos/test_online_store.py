@@ -8,7 +8,7 @@ import pytest
 
 from tasks.online_store import InProcessStore, OnlineStoreError, RedisStore, backfill, open_online_store
 from tasks.sample_bento import SampleModel
-from tests.bentos.conftest import free_port
+from tests.servers import free_port
 
 
 def test_redis_and_in_process_stores_keep_identical_histories(sample: SampleModel, redis_url: str) -> None:

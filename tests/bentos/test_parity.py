@@ -26,7 +26,8 @@ from tasks.online_store import history_namespace
 from tasks.package import BentoRecord
 from tasks.sample_bento import SampleModel
 from tasks.settings import Settings
-from tests.bentos.conftest import Server, bento_command, bento_env, free_port, launch, request_records, wait_ready
+from tests.bentos.conftest import Server, bento_command, bento_env, launch, request_records, wait_ready
+from tests.servers import free_port
 
 WARM_CHUNK = 1_000
 TOLERANCE = 1e-9

@@ -15,7 +15,8 @@ from flows.serve import EXIT_USAGE, resolve_bento_tag, serve
 from tasks.package import BentoRecord
 from tasks.sample_bento import SampleModel
 from tasks.settings import Settings
-from tests.bentos.conftest import VENV_BIN, bento_env, free_port
+from tests.bentos.conftest import VENV_BIN, bento_env
+from tests.servers import free_port
 
 
 def test_a_tampered_model_makes_bentoml_serve_exit_with_the_reason(
