@@ -15,6 +15,8 @@ Environment (all optional):
 
 Serving choices, measured on the 2-core machine with `benchmarks/serving.py`:
 - one worker: the in-process store is per process, and replicas (pods) scale out, each with one worker;
+- BentoML's request-timeout timers are cancelled when a request ends (`bentos/traffic.py`): left alive they made
+  garbage-collector pauses of 30-90 ms, the whole of the p99 tail;
 - BentoML's access log and metrics middleware are off (the scorer exports BentoML's metric names itself, from plain
   counters), and OpenTelemetry tracing skips the scorer's paths: together they cost more per request than scoring;
 - no adaptive batching: scoring a record costs tens of microseconds of Python and holds no accelerator, so there is
@@ -38,6 +40,7 @@ import bentoml
 
 from bentos.api import create_app
 from bentos.engine import ScoringEngine, build_engine
+from bentos.traffic import release_request_timers
 from tasks.model import ScoringModel
 
 __all__ = ["MODEL_DIR_ENV", "Scorer", "build_engine", "load_packaged_model", "verify_packaged_model"]
@@ -75,6 +78,11 @@ def _model_dir() -> Path:
 # `bentoml serve` imports this module in its main process before it starts any worker: checking here makes a
 # tampered bento fail at once with an error, instead of workers that BentoML would restart forever.
 verify_packaged_model(_model_dir())
+
+
+# BentoML's request timeout keeps a timer per answered request alive for the whole timeout; those pile up into long
+# garbage-collector pauses under load (bentos/traffic.py has the figures). Released here, before any worker starts.
+release_request_timers()
 
 
 def _current_engine() -> ScoringEngine:

@@ -156,6 +156,10 @@ def _prepare_environment(args: argparse.Namespace) -> Any:
         import logging
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # Two warnings every registration prints and nobody can act on: the pyfunc adapter is a small class of this
+        # project's (its pickle is read back only by MLflow's own loader), and a uv environment has no pip to pin.
+        logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+        logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
