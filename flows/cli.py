@@ -397,8 +397,46 @@ def _run_incident(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except BaseException as error:  # noqa: BLE001 - one line and an exit code
         return _report_failure(error)
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        _print_incident(summary)
     return EXIT_OK
+
+
+def _print_incident(summary: dict[str, Any]) -> None:
+    """One row per drift window of the replay: what the watch saw, what the policy decided, what was done."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    versions = summary["versions"]
+    console.print(
+        f"[bold]The skew incident, replayed[/]: {summary['model_name']} v{versions['champion']} is the production "
+        f"champion (v{versions['earlier']} before it)"
+    )
+    table = Table(title="Drift windows")
+    for column in ("window", "rows", "score PSI", "most drifted (PSI)", "decision", "carried out"):
+        table.add_column(column)
+    for window in summary["windows"]:
+        drifted = ", ".join(f"{name} {window['feature_psi'][name]:.2f}" for name in window["most_drifted"][:3])
+        result = window["result"]
+        done = result["status"]
+        if result.get("new_version"):
+            done += f" (v{result['new_version']} trained)"
+        if result.get("rolled_back_to"):
+            done += f" (back to v{result['rolled_back_to']})"
+        table.add_row(
+            window["window"], str(window["rows"]), f"{window['score_psi']:.3f}", drifted or "-", window["action"], done
+        )
+    console.print(table)
+    for window in summary["windows"]:
+        console.print(f"  {window['window']}: {window['reasons'][0]}")
+    verified = "verifies" if summary["audit_verified"] else "[bold red]does NOT verify[/]"
+    console.print(
+        f"production alias now on v{summary['production_alias_after']}; the audit log holds "
+        f"{summary['audit_records']} records and {verified}. Home: {summary['home']} (--json for everything)"
+    )
 
 
 def _run_canary(args: argparse.Namespace) -> int:

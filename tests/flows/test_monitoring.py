@@ -90,6 +90,27 @@ def test_the_replayed_incident_is_caught_named_and_acted_on(replay: Replay) -> N
     assert actions.count("drift.action") == 1 and "promotion.decision" in actions
 
 
+def test_the_incident_summary_reads_window_by_window(
+    replay: Replay, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the replay's outcome, printed on a terminal wide enough for the table's rows not to wrap
+    result, _, _ = replay
+    monkeypatch.setenv("COLUMNS", "220")
+    from flows.cli import _print_incident
+
+    # when `scoregate demo --incident` prints it without --json
+    _print_incident(result)
+    lines = capsys.readouterr().out.splitlines()
+    # then each window has a row: what drifted most, the decision and what was carried out
+    cells = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if line.startswith("│")]
+    rows = {row[0]: row for row in cells}
+    assert list(rows) == [window["window"] for window in result["windows"]]
+    assert rows["normal traffic"][3:] == ["-", "none", "none"]
+    assert rows["amounts in cents"][3].startswith("amount ") and rows["amounts in cents"][4] == "none"
+    assert rows["amounts in cents, again"][4:] == ["retrain", "done (v3 trained)"]
+    assert any("production alias now on v2" in line and "verifies" in line for line in lines)
+
+
 def test_each_watch_leaves_a_report_an_mlflow_run_and_a_window(replay: Replay) -> None:
     # given the replay's four watches
     result, settings, _ = replay
