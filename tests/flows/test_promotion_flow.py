@@ -240,6 +240,15 @@ def test_production_promotion_opens_a_gitlab_merge_request_with_the_report(
     texts = [captured.out, captured.err, err, Path(outcome["report_path"]).read_text(encoding="utf-8")]
     texts.append((home.home / "audit" / "audit.jsonl").read_text(encoding="utf-8"))
     assert not any(token in text for text in texts)
+    # nor in any file of the home (the MLflow database and artifacts, reports, logs) nor the GitOps history
+    stored = [path for path in home.home.rglob("*") if path.is_file()]
+    assert home.home / "mlflow.db" in stored
+    assert [path for path in stored if token.encode() in path.read_bytes()] == []
+    history = subprocess.run(
+        ["git", "-C", str(home.home / "gitops.git"), "log", "--all", "-p"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "Promote scoregate-fraud v1 to production" in history
+    assert token not in history
 
 
 def test_gitlab_refusal_removes_the_branch_and_moves_no_alias(
