@@ -267,28 +267,21 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCanaries]:
             statuses = {name: future.result() for name, future in futures.items()}
 
         # then Prometheus has scraped every scored and every refused row before the check runs
-        expected_scored = {
-            (NAMESPACE[scenario], role): statuses[name][200] + 1
-            for scenario in SCENARIOS
-            for role, name in (("stable", "stable"), ("canary", scenario))
-        }
-        prometheus.wait_for(
-            "sum by (namespace, role) (scoregate_decisions_total)",
-            lambda answer: latest_by_role(answer) == expected_scored,
-            f"every scored row ({expected_scored})",
-            SCRAPE_TIMEOUT_S,
-        )
-        expected_refused = {
-            (NAMESPACE[scenario], role): statuses[name][422] + 1
-            for scenario in SCENARIOS
-            for role, name in (("stable", "stable"), ("canary", scenario))
-        }
-        prometheus.wait_for(
-            "sum by (namespace, role) (scoregate_input_rejections_total)",
-            lambda answer: latest_by_role(answer) == expected_refused,
-            f"every refused row ({expected_refused})",
-            SCRAPE_TIMEOUT_S,
-        )
+        for series, status, what in (
+            ("scoregate_decisions_total", 200, "scored"),
+            ("scoregate_input_rejections_total", 422, "refused"),
+        ):
+            expected = {
+                (NAMESPACE[scenario], role): statuses[name][status] + 1
+                for scenario in SCENARIOS
+                for role, name in (("stable", "stable"), ("canary", scenario))
+            }
+            prometheus.wait_for(
+                f"sum by (namespace, role) ({series})",
+                lambda answer, expected=expected: latest_by_role(answer) == expected,
+                f"every {what} row ({expected})",
+                SCRAPE_TIMEOUT_S,
+            )
         yield LiveCanaries(prometheus, scorers, statuses, canary_records)
 
 
