@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import re
 import time
@@ -67,7 +66,7 @@ def _refusal(rejected: InputRejected, request_id: str) -> Response:
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise InputRejected(400, "invalid Content-Length header")
         if int(declared) > limit:
             raise InputRejected(413, f"request body over the limit of {limit} bytes")
@@ -85,8 +84,7 @@ def _parse(body: bytes) -> Any:
     if not body:
         raise InputRejected(400, "malformed JSON: empty body")
     try:
-        # NaN / Infinity become floats here, so the record check can name the field that holds them.
-        return json.loads(body, parse_constant=float)
+        return fast_json.loads(body)
     except (ValueError, RecursionError) as error:
         raise InputRejected(400, f"malformed JSON: {error}") from None
 
@@ -127,19 +125,33 @@ class _RequestMetrics:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 0
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            engine = self.engine()
+            if engine is not None and not counted:
+                counted = True
+                engine.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
 
         async def send_and_count(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                engine = self.engine()
-                if engine is not None:
-                    engine.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+                count()
             await send(message)
 
-        await self.app(scope, receive, send_and_count)
+        try:
+            await self.app(scope, receive, send_and_count)
+        except Exception:
+            # Starlette's error middleware, outside this one, answers a 500 when no response has started: count it
+            # here, or the canary's error-rate query would read zero for a scorer that fails.
+            if status == 0:
+                status = 500
+                count()
+            raise
 
 
 def create_app(engine_factory: Callable[[], ScoringEngine]) -> Starlette:

@@ -34,7 +34,9 @@ from tasks.prediction_log import PredictionLog, open_prediction_log
 from tasks.reason_codes import DEFAULT_TOP, ReasonCoder
 from tasks.record_validation import FieldError, RecordValidator
 
-__all__ = ["InputRejected", "Limits", "ScoringEngine", "build_engine", "threshold_version"]
+__all__ = ["UNKNOWN_FIELD", "InputRejected", "Limits", "ScoringEngine", "build_engine", "threshold_version"]
+
+UNKNOWN_FIELD = "(unknown field)"
 
 
 @dataclass(frozen=True)
@@ -106,13 +108,15 @@ class ScoringEngine:
         self.reasons = ReasonCoder(
             model.feature_names, model.coefficients, means if isinstance(means, dict) else None, top=top_reasons
         )
+        rejection_fields = [*self.validator.fields, "(body)", "(record)", UNKNOWN_FIELD]
+        self._rejection_labels = frozenset(rejection_fields)
         self.metrics = metrics or ScorerMetrics(
             model_name=self.model_name,
             model_version=self.model_version,
             feature_spec_hash=model.pipeline.spec_hash,
             threshold_version=self.threshold_version,
             design_columns=model.feature_names,
-            rejection_fields=[*self.validator.fields, "(body)", "(record)"],
+            rejection_fields=rejection_fields,
         )
         self.request_ids = _RequestIds()
         self._weights = [float(w) for w in model.coefficients]
@@ -160,7 +164,9 @@ class ScoringEngine:
         for error in errors:
             first.setdefault(error.record, error.field)
         for field in first.values():
-            self.metrics.reject(field)
+            # A field name the schema does not know is the client's text: one label for all of them keeps the
+            # series count bounded (and /metrics renderable) whatever clients send.
+            self.metrics.reject(field if field in self._rejection_labels else UNKNOWN_FIELD)
 
     async def score(self, records: list[Any], request_id: str) -> list[dict[str, Any]]:
         """Score valid records (request order); raises InputRejected (422) listing every field error."""
@@ -265,7 +271,7 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     text = environ.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValueError(f"{name}: expected a whole number of at least 1, got {text!r}")
     return int(text)
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -152,6 +153,17 @@ return old
 """
 
 
+def _without_password(url: str) -> str:
+    """The URL as it may be logged: a password in it (redis://user:secret@host) is replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _pack(events: Sequence[Event]) -> bytes:
     history = EntityHistory()
     for time_ms, amount in events:
@@ -202,7 +214,7 @@ class RedisStore(OnlineStore):
                         )
                     old = await pipe.execute()
         except RedisError as error:
-            raise OnlineStoreError(f"online store {self.url}: {error}") from error
+            raise OnlineStoreError(f"online store {_without_password(self.url)}: {error}") from error
         return {entity: EntityHistory.from_bytes(value) for entity, value in zip(entities, old, strict=True)}
 
     async def ready(self) -> bool:
@@ -236,7 +248,7 @@ def open_online_store(spec: FeatureSpec, url: str | None) -> OnlineStore | None:
         return InProcessStore(plan)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisStore(plan, url, history_namespace(spec))
-    raise ValueError(f"{STORE_ENV}: expected 'memory' or a redis:// URL, got {url!r}")
+    raise ValueError(f"{STORE_ENV}: expected 'memory' or a redis:// URL, got {_without_password(url)!r}")
 
 
 async def backfill(store: OnlineStore, frame: pl.DataFrame, spec: FeatureSpec, *, chunk_rows: int = 50_000) -> int:

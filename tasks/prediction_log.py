@@ -7,6 +7,9 @@ oldest beyond `backups` is deleted) and a new file is started.
 Sampling: `SCOREGATE_PREDICTION_SAMPLE` in [0, 1] (default 1.0). The decision is a hash of the request id and the
 record's position, so it is reproducible and the same for every line of a request id and position.
 Writes are buffered and flushed at least every `flush_interval_s` (the server calls `flush()` on a timer and on exit).
+A write that fails (a full disk, a deleted folder) never fails the scoring request: the lines of that flush are
+dropped and counted in `dropped_lines`, one warning is logged per run of failures, and the next flush starts over
+(the folder is made again, the file reopened).
 
 Line format (one JSON object per line, UTF-8, keys always present unless marked optional):
     {"time": "2026-03-01T12:00:00.123456+00:00",   # when the record was scored, UTC, ISO 8601
@@ -25,6 +28,8 @@ frame's columns, so the drift watch compares them with the training split's and 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import sys
@@ -40,6 +45,7 @@ __all__ = ["LOG_ENV", "SAMPLE_ENV", "PredictionLog", "open_prediction_log"]
 LOG_ENV = "SCOREGATE_PREDICTION_LOG"
 SAMPLE_ENV = "SCOREGATE_PREDICTION_SAMPLE"
 _SAMPLE_SCALE = 2**32
+logger = logging.getLogger("scoregate.prediction_log")
 
 
 class PredictionLog:
@@ -67,6 +73,8 @@ class PredictionLog:
         self._stream = stream
         self._file: TextIO | None = None
         self._written = 0
+        self._failing = False
+        self.dropped_lines = 0
         self.path: Path | None = None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -85,8 +93,21 @@ class PredictionLog:
     def flush(self) -> None:
         if not self._buffer:
             return
+        lines = len(self._buffer)
         text = "\n".join(self._buffer) + "\n"
         self._buffer.clear()
+        try:
+            self._write(text)
+        except OSError as error:
+            self.dropped_lines += lines
+            self._close_file()
+            if not self._failing:
+                logger.warning("prediction log %s: %s; dropping lines until a write succeeds", self.path, error)
+            self._failing = True
+            return
+        self._failing = False
+
+    def _write(self, text: str) -> None:
         if self._stream is not None:
             self._stream.write(text)
             self._stream.flush()
@@ -101,9 +122,17 @@ class PredictionLog:
     def _open(self) -> TextIO:
         if self._file is None:
             assert self.path is not None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
             self._written = self.path.stat().st_size
         return self._file
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            # What it still held is already counted as dropped.
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def _rotate(self) -> None:
         assert self.path is not None
@@ -125,9 +154,7 @@ class PredictionLog:
 
     def close(self) -> None:
         self.flush()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._close_file()
 
 
 def open_prediction_log(environ: Mapping[str, str], home: Path) -> PredictionLog | None:

@@ -57,18 +57,27 @@ def test_concurrent_appends_to_one_card_are_all_counted(sample: SampleModel, red
 
 
 def test_a_store_that_is_down_is_not_ready_and_fails_clearly(sample: SampleModel) -> None:
-    async def scenario() -> bool:
-        store = open_online_store(sample.config.spec, f"redis://127.0.0.1:{free_port()}/0")
+    # given a Redis URL with a password, where nothing listens
+    port = free_port()
+
+    async def scenario() -> tuple[bool, str]:
+        store = open_online_store(sample.config.spec, f"redis://scorer:s3cret-pw@127.0.0.1:{port}/0")
         assert store is not None
         ready = await store.ready()
-        with pytest.raises(OnlineStoreError, match="online store"):
+        with pytest.raises(OnlineStoreError, match="online store") as failure:
             await store.record({"card": [(0, 1.0)]})
         await store.close()
-        return ready
+        return ready, str(failure.value)
 
-    assert asyncio.run(scenario()) is False
+    # when it is asked whether it is ready and then used
+    ready, message = asyncio.run(scenario())
+    # then it is not ready, and the error names the store without its password
+    assert ready is False
+    assert f"redis://scorer:***@127.0.0.1:{port}/0" in message
+    assert "s3cret-pw" not in message
 
 
 def test_an_unknown_store_url_is_refused(sample: SampleModel) -> None:
-    with pytest.raises(ValueError, match="SCOREGATE_ONLINE_STORE"):
-        open_online_store(sample.config.spec, "postgres://nope")
+    with pytest.raises(ValueError, match="SCOREGATE_ONLINE_STORE") as refused:
+        open_online_store(sample.config.spec, "postgres://app:hunter2@db:5432/x")
+    assert "postgres://app:***@db:5432/x" in str(refused.value) and "hunter2" not in str(refused.value)

@@ -64,3 +64,26 @@ def test_a_stream_log_writes_to_the_stream() -> None:
     log.write(line(7))
     log.flush()
     assert json.loads(stream.getvalue()) == line(7)
+
+
+def test_a_failing_write_drops_its_lines_and_the_next_one_starts_over(tmp_path: Path) -> None:
+    # given a log between two files (its file closed, as after a rotation) whose folder is then replaced by a file
+    # of the same name, so that opening the next file fails as a full or vanished disk would
+    folder = tmp_path / "predictions"
+    log = PredictionLog(folder, buffer_lines=1)
+    log.write({"n": 1})
+    log.close()
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    folder.write_text("not a folder", encoding="utf-8")
+    # when lines are written, then nothing is raised to the scoring request and the lost lines are counted
+    log.write({"n": 2})
+    log.write({"n": 3})
+    assert log.dropped_lines == 2
+    # and once the folder can be made again, writing goes on in a fresh file
+    folder.unlink()
+    log.write({"n": 4})
+    log.close()
+    assert log.path is not None
+    assert [json.loads(line)["n"] for line in log.path.read_text(encoding="utf-8").splitlines()] == [4]

@@ -190,6 +190,38 @@ def test_a_missing_field_is_refused(served: Server) -> None:
     assert_still_serving(served)
 
 
+@pytest.mark.parametrize("field", ["transaction_id", "channel", "merchant_category", "card_id", "\\udc00"])
+def test_text_with_an_unpaired_surrogate_is_refused_and_metrics_still_render(served: Server, field: str) -> None:
+    # given a record whose value (or, for the last case, an extra key) is "\ud800": valid JSON, not Unicode text
+    text = json.dumps(transaction())
+    if field.startswith("\\"):
+        text = text[:-1] + f', "{field}": 1}}'
+    else:
+        text = re.sub(f'"{field}": "[^"]*"', f'"{field}": "\\\\ud800"', text)
+        assert "\\ud800" in text
+    # when it is posted
+    response = served.post_raw(text.encode(), {"Content-Type": "application/json"})
+    # then it is a 400 that says why, and the service (its metrics page too) keeps answering
+    assert response.status_code == 400
+    assert "unpaired UTF-16 surrogate" in response.json()["message"]
+    assert served.get("/metrics").status_code == 200
+    assert_still_serving(served)
+
+
+def test_unknown_field_names_share_one_rejection_label(served: Server) -> None:
+    # given records that are valid but for an extra field, each with a name of its own
+    for number in range(3):
+        response = served.post(transaction(**{f"zz_made_up_{number}": 1}))
+        assert response.status_code == 422
+        # then each response names the client's field
+        assert response.json()["errors"][0]["field"] == f"zz_made_up_{number}"
+    # and the metrics count them under one label instead of a series per name
+    metrics = served.get("/metrics").text
+    assert "zz_made_up" not in metrics
+    unknown = re.search(r'scoregate_input_rejections_total\{field="\(unknown field\)"[^}]*\} (\S+)', metrics)
+    assert unknown is not None and float(unknown.group(1)) >= 3
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_nan_and_infinity_are_refused_naming_the_field(served: Server, constant: str) -> None:
     text = json.dumps(transaction()).replace('"amount": 42.5', f'"amount": {constant}')
