@@ -264,7 +264,10 @@ def _measure_and_decide(
         report, window_history(state, record), actions, rollback_available=available, evaluated_at=now
     )
     decision = decide_drift(policy_dir, document, environ=environ)
-    save_state(path, record_window(state, record))
+    if act:
+        # A dry run looks without leaving evidence: its window would otherwise count towards the hysteresis of the
+        # watches that act.
+        save_state(path, record_window(state, record))
     decided = settings.home / "drift" / "decisions" / f"{now:%Y%m%dT%H%M%S%f}-{decision.input_hash[:12]}.json"
     decided.parent.mkdir(parents=True, exist_ok=True)
     decided.write_text(
@@ -344,9 +347,21 @@ def _retrain(settings: Settings, champion: VersionInfo, rows: int, actor: str) -
     summary = training_flow(config=config, rows=rows)
     version = str(summary["model_version"])
     stage("Promoting the retrained version to staging")
-    outcome = promotion_flow(
-        model_name=champion.model_name, model_version=version, environment="staging", requested_by=actor
-    )
+    try:
+        outcome = promotion_flow(
+            model_name=champion.model_name, model_version=version, environment="staging", requested_by=actor
+        )
+    except Exception as error:  # noqa: BLE001 - half done: say which version exists and what did not happen
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return ActionResult(
+            status="failed",
+            detail=(
+                f"retrained v{version} from v{champion.version}'s configuration (registered, bento built), but its "
+                f"staging promotion failed: {type(error).__name__}: {message}; promote it with "
+                f"`scoregate promote --model-version {version} --env staging`"
+            ),
+            new_version=version,
+        )
     allowed = bool(outcome["allow"])
     verdict = "allowed" if allowed else "denied (" + ", ".join(v["rule"] for v in outcome["violations"]) + ")"
     return ActionResult(
@@ -366,7 +381,7 @@ def _rollback(environment: str, report: DriftReport, decision: DriftDecision, ac
         f"most drifted {', '.join(report.most_drifted) or '-'}; window {report.window.start:%Y-%m-%d %H:%M}-"
         f"{report.window.end:%H:%M} UTC"
     )
-    outcome = rollback_flow(environment=environment, reason=reason, actor=actor)
+    outcome = rollback_flow(environment=environment, reason=reason, actor=actor, expected_version=report.model_version)
     return ActionResult(
         status="done",
         detail=(
@@ -406,6 +421,16 @@ def _carry_out(settings: Settings, measured: _Measured, retrain_rows: int, actor
         },
     )
     return result
+
+
+# Rules with which the drift policy says it could not judge (its data or the evidence is unusable): the answer is
+# "none", correctly, but the watch is then blind, so it ends as a failure for someone to look at.
+_CANNOT_JUDGE = ("config.invalid", "input.invalid")
+
+
+def _unusable_policy_answer(decision: DriftDecision) -> str | None:
+    messages = [reason.message for reason in decision.reasons if reason.rule in _CANNOT_JUDGE]
+    return "; ".join(messages) or None
 
 
 def watch_drift(
@@ -467,7 +492,7 @@ def watch_drift(
         malformed_lines=report.log.malformed,
         action=decision.action,
         reasons=decision.reasons,
-        policy_error=decision.error,
+        policy_error=decision.error or _unusable_policy_answer(decision),
         policy_digest=decision.policy_digest,
         most_drifted=report.most_drifted,
         feature_psi=report.feature_psi(),

@@ -26,6 +26,7 @@ from tasks.registry import delete_alias, set_alias, version_for_alias
 from tasks.settings import Settings
 
 __all__ = [
+    "LiveVersionChanged",
     "NothingToRollBack",
     "PartialRollback",
     "RollbackOutcome",
@@ -40,6 +41,10 @@ REVIEWED_ENVIRONMENTS = {"production"}
 
 class NothingToRollBack(ValueError):
     """No promotion is in force, or the one in force has no earlier version to go back to."""
+
+
+class LiveVersionChanged(RuntimeError):
+    """The release in force is not the version the caller meant to roll back (someone moved it in between)."""
 
 
 class PartialRollback(RuntimeError):
@@ -63,15 +68,21 @@ def _timeout() -> float:
 
 
 @flow(name="scoregate-rollback", validate_parameters=True)
-def rollback_flow(environment: str, reason: str, actor: str | None = None) -> dict[str, Any]:
+def rollback_flow(
+    environment: str, reason: str, actor: str | None = None, expected_version: str | None = None
+) -> dict[str, Any]:
+    """Revert the promotion in force. With `expected_version`, only if that version is the one in force: a caller
+    that decided on evidence about one version (the drift watch) never reverts another that landed meanwhile."""
     settings = Settings.from_env()
     settings.ensure_dirs()
     actor = actor or getpass.getuser()
     with exclusive_lock(settings.home / "locks" / "promotion.lock", timeout_seconds=_timeout(), purpose="promotion"):
-        return _rollback(settings, environment, reason, actor).model_dump(mode="json")
+        return _rollback(settings, environment, reason, actor, expected_version).model_dump(mode="json")
 
 
-def _rollback(settings: Settings, environment: str, reason: str, actor: str) -> RollbackOutcome:
+def _rollback(
+    settings: Settings, environment: str, reason: str, actor: str, expected_version: str | None = None
+) -> RollbackOutcome:
     remote = gitops_remote(settings)
     done: list[str] = []
     with working_copy(remote, settings.home / "work") as repo:
@@ -82,6 +93,11 @@ def _rollback(settings: Settings, environment: str, reason: str, actor: str) -> 
             raise NothingToRollBack(f"{environment}: no promotion with an earlier version to roll back to")
         promotion, previous = found
         assert promotion.release is not None and previous.release is not None
+        if expected_version is not None and promotion.release.model_version != expected_version:
+            raise LiveVersionChanged(
+                f"{environment} runs v{promotion.release.model_version} now, not v{expected_version} as measured; "
+                "nothing was reverted and no alias moved"
+            )
         branch = DEFAULT_BRANCH
         if environment in REVIEWED_ENVIRONMENTS:
             branch = f"rollback/{environment}-{datetime.now(UTC):%Y%m%dT%H%M%S}"

@@ -47,6 +47,7 @@ config_fields := [
 	["score_shift", "decline_rate_relative"],
 	["hysteresis", "windows"],
 	["hysteresis", "breaches_required"],
+	["hysteresis", "max_age_hours"],
 	["cooldown_hours"],
 	["retrain_budget", "max_retrains"],
 	["retrain_budget", "period_hours"],
@@ -137,15 +138,22 @@ decline_shift(w) if {
 
 # --- hysteresis: N of the last M windows of this model version -------------------------------------------
 
-# Windows of another version do not count: after a rollback or a retrain the new champion starts afresh.
+# Windows of another version do not count: after a rollback or a retrain the new champion starts afresh. Nor do
+# windows that ended more than max_age_hours before the current one: a version back in production after weeks,
+# or a watch back after an outage, judges on what it sees now, not on breaches from back then.
 evidence := array.concat(
 	[w |
 		some w in input.history
 		w.model_version == current.model_version
 		w.rows >= config.min_rows
+		recent_enough(w)
 	],
 	[current],
 ) if current_evidence
+
+recent_enough(w) if {
+	time.parse_rfc3339_ns(current.end) - time.parse_rfc3339_ns(w.end) <= config.hysteresis.max_age_hours * 3600000000000
+}
 
 recent := array.slice(evidence, count(evidence) - config.hysteresis.windows, count(evidence))
 

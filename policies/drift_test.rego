@@ -10,7 +10,7 @@ fixture_config := {
 	"feature_psi_breach": 0.25,
 	"min_breached_features": 1,
 	"score_shift": {"psi": 0.5, "decline_rate_absolute": 0.02, "decline_rate_relative": 1.0},
-	"hysteresis": {"windows": 3, "breaches_required": 2},
+	"hysteresis": {"windows": 3, "breaches_required": 2, "max_age_hours": 6},
 	"cooldown_hours": 6,
 	"retrain_budget": {"max_retrains": 2, "period_hours": 168},
 }
@@ -110,6 +110,20 @@ test_windows_of_another_version_do_not_count if {
 	d := decide(request(features_drift, [old, old], []))
 	d.action == "none"
 	message(d, "hysteresis.pending") == "1 of the last 1 window(s) of v3 had drifted features; 2 needed before a retrain"
+}
+
+test_windows_older_than_the_maximum_age_do_not_count if {
+	# the same version's breaches three weeks ago (before it was rolled back to, say), then one breach now
+	weeks_ago := object.union(features_drift, {"start": "2026-02-08T10:00:00Z", "end": "2026-02-08T11:00:00Z"})
+	d := decide(request(features_drift, [weeks_ago, weeks_ago], []))
+	d.action == "none"
+	message(d, "hysteresis.pending") == "1 of the last 1 window(s) of v3 had drifted features; 2 needed before a retrain"
+}
+
+test_a_window_at_the_maximum_age_still_counts if {
+	six_hours_before := object.union(features_drift, {"start": "2026-03-01T04:00:00Z", "end": "2026-03-01T05:00:00Z"})
+	d := decide(request(features_drift, [six_hours_before], []))
+	d.action == "retrain"
 }
 
 test_small_windows_in_the_history_do_not_count if {
@@ -276,7 +290,7 @@ emptied := {
 	"feature_psi_breach": null,
 	"min_breached_features": null,
 	"score_shift": {"psi": null, "decline_rate_absolute": null, "decline_rate_relative": null},
-	"hysteresis": {"windows": null, "breaches_required": null},
+	"hysteresis": {"windows": null, "breaches_required": null, "max_age_hours": null},
 	"cooldown_hours": null,
 	"retrain_budget": {"max_retrains": null, "period_hours": null},
 }

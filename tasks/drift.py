@@ -101,6 +101,9 @@ class DriftWindow(_Frozen):
     def ending(cls, end: datetime, hours: float) -> DriftWindow:
         if hours <= 0:
             raise ValueError(f"window_hours must be positive, got {hours}")
+        if end.tzinfo is not None:
+            # In UTC, an hour is an hour: subtracting in a zone with daylight saving is wall-clock arithmetic.
+            end = end.astimezone(UTC)
         return cls(start=end - timedelta(hours=hours), end=end)
 
 

@@ -40,6 +40,8 @@ __all__ = [
 DECISION_ACTION = "drift.decision"
 OUTCOME_ACTION = "drift.action"
 MAX_WINDOWS = 1000
+# A window sharing more than this share of its time with a newer one measures the same traffic (see window_history).
+MAX_SHARED_TIME = 0.5
 
 
 class WindowRecord(BaseModel):
@@ -142,16 +144,39 @@ def record_window(state: DriftState, window: WindowRecord) -> DriftState:
     return state.model_copy(update={"windows": kept[-MAX_WINDOWS:]})
 
 
+def _overlap_share(first: WindowRecord, second: WindowRecord) -> float:
+    """The share of the shorter window's time that the two windows have in common."""
+    overlap = (min(first.end, second.end) - max(first.start, second.start)).total_seconds()
+    shorter = min((first.end - first.start).total_seconds(), (second.end - second.start).total_seconds())
+    if overlap <= 0:
+        return 0.0
+    return 1.0 if shorter <= 0 else overlap / shorter
+
+
 def window_history(state: DriftState, current: WindowRecord) -> list[WindowRecord]:
-    """Earlier windows of the same model and environment (any version), oldest first, the current one excluded."""
-    return [
-        window
-        for window in state.windows
-        if window.model_name == current.model_name
-        and window.environment == current.environment
-        and window.end <= current.end
-        and window.key() != current.key()
-    ]
+    """Earlier windows of the same model and environment (any version), oldest first, the current one excluded.
+
+    Hysteresis counts windows as independent evidence, so a window that shares more than half of its time with the
+    current one or with a newer kept one (the same hour watched again by hand, say) is not counted again: only the
+    newest measurement of that stretch of traffic is. Scheduled windows that touch or overlap by seconds all count.
+    """
+    candidates = sorted(
+        (
+            window
+            for window in state.windows
+            if window.model_name == current.model_name
+            and window.environment == current.environment
+            and window.end <= current.end
+            and window.key() != current.key()
+        ),
+        key=lambda record: (record.end, record.evaluated_at),
+        reverse=True,
+    )
+    kept = [current]
+    for window in candidates:
+        if all(_overlap_share(window, newer) <= MAX_SHARED_TIME for newer in kept):
+            kept.append(window)
+    return kept[:0:-1]
 
 
 def past_actions(records: Sequence[AuditRecord], model_name: str, environment: str) -> list[dict[str, str]]:

@@ -291,6 +291,37 @@ def test_a_policy_without_an_answer_does_nothing_and_exits_with_an_error(
     assert last.action == "drift.decision" and last.details["action"] == "none" and last.details["error"]
 
 
+def test_missing_policy_data_leaves_nothing_done_and_exits_with_an_error(
+    replay: Replay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given the drift policy without its data (thresholds, hysteresis, budget), and a cents window
+    result, settings, _ = replay
+    policies = copy_policies(tmp_path / "policies")
+    (policies / "data" / "drift.json").unlink()
+    before = aliases(settings)
+    window = window_of(result, 2)
+    # when the CLI entry watches it
+    code = monitor_command(
+        window_end=window["window_end"].isoformat(), window_hours=window["window_hours"], policy_dir=policies
+    )
+    # then the policy's "none" is not taken for a healthy window: the watch exits 4 naming the missing data
+    err = capsys.readouterr().err
+    assert code == 4 and "nothing was done" in err and "data is missing" in err
+    assert aliases(settings) == before
+
+
+def test_a_dry_run_leaves_no_window_for_later_watches(replay: Replay) -> None:
+    # given the drift state after the replay's watches
+    result, settings, _ = replay
+    state = settings.home / "drift" / "state.json"
+    before = state.read_bytes()
+    # when a cents window is watched again as a dry run
+    outcome = watch_drift(settings, act=False, **window_of(result, 1))
+    # then it decided and reported, but the history the acting watches count is as it was
+    assert outcome.most_drifted[0] == "amount" and outcome.result.status in ("none", "not-run")
+    assert state.read_bytes() == before
+
+
 def test_nothing_to_watch_is_a_clear_message_and_no_decision(
     replay: Replay, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -326,7 +357,7 @@ def test_a_hard_shift_rolls_production_back(replay: Replay, tmp_path: Path) -> N
     folder = copy_policies(tmp_path / "policies")
     data_file = folder / "data" / "drift.json"
     data = json.loads(data_file.read_text(encoding="utf-8"))
-    data.update({"hysteresis": {"windows": 1, "breaches_required": 1}, "cooldown_hours": 0})
+    data.update({"hysteresis": {"windows": 1, "breaches_required": 1, "max_age_hours": 6}, "cooldown_hours": 0})
     data["score_shift"]["psi"] = 0.05
     data_file.write_text(json.dumps(data), encoding="utf-8")
     # when the last cents window of v2 is watched

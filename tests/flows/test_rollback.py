@@ -189,3 +189,26 @@ def test_staging_rollback_goes_straight_to_main_and_names_what_was_not_done(home
     assert "done: pushed revert" in err and "to main" in err and "NOT done after that" in err
     assert _live_version(home, "staging") == "8"
     assert _alias(home, "staging") is None
+
+
+def test_a_rollback_for_a_version_no_longer_live_reverts_nothing(home: Settings) -> None:
+    # given staging at v1, promoted after v2, and a caller that measured v2 (the drift watch, before someone moved on)
+    from flows.rollback import LiveVersionChanged, rollback_flow
+
+    _promote_and_merge(home, "2", "staging")
+    _promote_and_merge(home, "1", "staging")
+    heads_before = subprocess.run(
+        ["git", "-C", str(home.home / "gitops.git"), "show-ref"], capture_output=True, text=True, check=True
+    ).stdout
+    # when it asks for a rollback of v2
+    with pytest.raises(LiveVersionChanged, match="runs v1 now, not v2"):
+        rollback_flow(environment="staging", reason="drift watch", actor="drift", expected_version="2")
+    # then nothing was pushed and staging still runs v1
+    heads_after = subprocess.run(
+        ["git", "-C", str(home.home / "gitops.git"), "show-ref"], capture_output=True, text=True, check=True
+    ).stdout
+    assert heads_after == heads_before and _live_version(home, "staging") == "1"
+    # and asked about the version that is live, it rolls back as usual
+    outcome = rollback_flow(environment="staging", reason="drift watch", actor="drift", expected_version="1")
+    assert (outcome["from_version"], outcome["to_version"]) == ("1", "2")
+    assert _live_version(home, "staging") == "2"

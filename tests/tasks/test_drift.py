@@ -9,6 +9,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -345,23 +346,49 @@ def window_record(end_minute: int, version: str = "3", environment: str = "produ
 
 
 def test_the_window_history_is_ordered_deduplicated_and_capped(tmp_path: Path) -> None:
-    # given a state with windows recorded out of order, one twice, and another environment's
+    # given a state with hourly windows recorded out of order, one twice, and another environment's
     state = DriftState()
-    for minute in (30, 10, 20, 20):
+    for minute in (180, 60, 120, 120):
         state = record_window(state, window_record(minute))
-    state = record_window(state, window_record(15, environment="staging"))
+    state = record_window(state, window_record(150, environment="staging"))
     path = tmp_path / "drift" / "state.json"
     save_state(path, state)
-    # when it is read back and the history before the 30-minute window is taken
+    # when it is read back and the history before the window ending at minute 180 is taken
     loaded, problem = load_state(path)
-    history = window_history(loaded, window_record(30))
+    history = window_history(loaded, window_record(180))
     # then the windows are oldest first, once each, of this environment only
     assert problem is None
-    assert [w.end.minute for w in history] == [10, 20]
+    assert [w.end for w in history] == [T0 + timedelta(minutes=60), T0 + timedelta(minutes=120)]
     # and the file never grows past the cap
     for minute in range(MAX_WINDOWS + 5):
         state = record_window(state, window_record(minute + 100))
     assert len(state.windows) == MAX_WINDOWS
+
+
+def test_the_same_traffic_watched_again_counts_once() -> None:
+    # given hourly scheduled windows whose ends jitter by seconds (they overlap a little), and a watch run by hand
+    # 40 minutes after the one ending at minute 120, over the hour before it
+    jitter = [window_record(60), window_record(120)]
+    jitter[0] = jitter[0].model_copy(update={"end": jitter[0].end + timedelta(seconds=3)})
+    by_hand = window_record(160)
+    state = DriftState()
+    for window in (*jitter, by_hand):
+        state = record_window(state, window)
+    # when the history of the scheduled window ending at minute 180 is taken
+    history = window_history(state, window_record(180))
+    # then the window by hand, which shares 40 of its 60 minutes with the current one, is not counted, while the
+    # scheduled windows, overlapping by seconds, are
+    assert [w.end for w in history] == [jitter[0].end, jitter[1].end]
+
+
+def test_a_window_ending_in_a_daylight_saving_zone_is_as_long_as_asked() -> None:
+    # given the end of a one-hour window just after the clocks went forward in Berlin
+    end = datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    # when the window is built
+    window = DriftWindow.ending(end, 1.0)
+    # then it covers one real hour, in UTC
+    assert window.end - window.start == timedelta(hours=1)
+    assert window.end == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
 
 
 def test_an_unreadable_state_file_is_moved_aside_and_the_history_restarts(tmp_path: Path) -> None:
