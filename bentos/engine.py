@@ -19,7 +19,7 @@ import operator
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ class Limits:
 
     max_body_bytes: int = 1_048_576
     max_records: int = 1_000
+    # A transaction dated later than this after the scorer's clock is refused: the online store keeps a card's
+    # history relative to its newest event, so one far-future record would push every real one out of the windows.
+    max_future_seconds: int = 86_400
 
 
 class InputRejected(Exception):
@@ -154,7 +157,11 @@ class ScoringEngine:
             "design_columns": self.model.feature_names,
             "reason_code_means": "training" if self.reasons.exact else "zero (dummies against their reference)",
             "online_store": self.store.kind if self.store is not None else None,
-            "limits": {"max_body_bytes": self.limits.max_body_bytes, "max_records": self.limits.max_records},
+            "limits": {
+                "max_body_bytes": self.limits.max_body_bytes,
+                "max_records": self.limits.max_records,
+                "max_future_seconds": self.limits.max_future_seconds,
+            },
         }
 
     # -- scoring
@@ -171,6 +178,8 @@ class ScoringEngine:
     async def score(self, records: list[Any], request_id: str) -> list[dict[str, Any]]:
         """Score valid records (request order); raises InputRejected (422) listing every field error."""
         typed, errors = self.validator.validate(records)
+        if not errors:
+            errors = self._future_times(typed)
         if errors:
             self.reject_rows(errors)
             raise InputRejected(422, "invalid records: see errors", errors)
@@ -201,6 +210,22 @@ class ScoringEngine:
             if log is not None and log.sampled(request_id, index):
                 log.write(self._log_line(now, request_id, index, record_id, base, score, decision))
         return results
+
+    def _future_times(self, typed: list[dict[str, Any]]) -> list[FieldError]:
+        column = self.features.time_column
+        if column is None:
+            return []
+        latest = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=self.limits.max_future_seconds)
+        return [
+            FieldError(
+                index,
+                column,
+                f"a time at most {self.limits.max_future_seconds} s after the scorer's clock (UTC)",
+                record[column].isoformat(),
+            )
+            for index, record in enumerate(typed)
+            if record.get(column) is not None and record[column] > latest
+        ]
 
     def _scores(self, design: list[list[float]]) -> list[float]:
         if len(design) > 1:
@@ -282,6 +307,7 @@ def build_engine(model: ScoringModel, manifest: dict[str, Any], environ: Mapping
     limits = Limits(
         max_body_bytes=_positive_int(environ, "SCOREGATE_MAX_BODY_BYTES", Limits.max_body_bytes),
         max_records=_positive_int(environ, "SCOREGATE_MAX_RECORDS", Limits.max_records),
+        max_future_seconds=_positive_int(environ, "SCOREGATE_MAX_FUTURE_SECONDS", Limits.max_future_seconds),
     )
     return ScoringEngine(
         model,

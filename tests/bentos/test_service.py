@@ -119,6 +119,24 @@ def test_the_second_transaction_of_a_card_sees_the_first(served: Server) -> None
     assert features["amount_to_mean"] == 0.5
 
 
+def test_a_transaction_from_the_far_future_is_refused_and_leaves_the_card_history_alone(served: Server) -> None:
+    # given a card with one scored transaction
+    card = "svc-card-future"
+    served.post(transaction(card_id=card, timestamp="2026-03-04T10:00:00", amount=100.0))
+    # when a transaction dated in the year 9999 comes for it
+    refused = served.post(transaction(card_id=card, timestamp="9999-12-31T23:59:59"))
+    # then it is refused naming the timestamp and the limit
+    assert refused.status_code == 422
+    (error,) = refused.json()["errors"]
+    assert error["field"] == "timestamp" and "after the scorer's clock" in error["expected"]
+    assert error["got"] == "9999-12-31T23:59:59"
+    # and the card's next real transaction still sees the first one in its windows
+    served.post(
+        transaction(card_id=card, timestamp="2026-03-04T10:30:00", amount=50.0), headers={"X-Request-ID": "req-future"}
+    )
+    assert wait_for_log_line(served, "req-future")["features"]["count_1h"] == 1.0
+
+
 def test_an_unknown_category_is_scored_through_the_unseen_bucket(served: Server, sample: SampleModel) -> None:
     # given a merchant category training never saw
     response = served.post(transaction(merchant_category="space-tourism"))
