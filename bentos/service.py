@@ -12,6 +12,7 @@ Environment (all optional):
   SCOREGATE_PREDICTION_SAMPLE  share of scored rows written to the prediction log (default 1.0)
   SCOREGATE_MAX_BODY_BYTES     request body limit (default 1 MiB)
   SCOREGATE_MAX_RECORDS        records per request limit (default 1000)
+  SCOREGATE_MAX_FUTURE_SECONDS how far after the clock a transaction may be dated (default 86400)
 
 Serving choices, measured on the 2-core machine with `benchmarks/serving.py`:
 - one worker: the in-process store is per process, and replicas (pods) scale out, each with one worker;
