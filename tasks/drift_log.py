@@ -119,10 +119,14 @@ def read_prediction_window(
     frames: list[pl.DataFrame] = []
     lines = malformed = skipped = 0
     for path in files:
-        if path.stat().st_mtime < window.start.timestamp():
-            skipped += 1
+        try:
+            if path.stat().st_mtime < window.start.timestamp():
+                skipped += 1
+                continue
+            data = _read_bytes(path)
+        except FileNotFoundError:
+            # Rotated away between the listing and the read: its lines are in the next file of the listing.
             continue
-        data = _read_bytes(path)
         whole = _parse(data, schema)
         if whole is not None:
             frames.append(whole)
