@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.messages import first_line
+
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DATA, EXIT_POLICY, EXIT_PACKAGING = 0, 1, 2, 3, 4, 5
@@ -145,7 +147,7 @@ def _prepare_environment(args: argparse.Namespace) -> Any:
     """Set the variables the libraries read at import time, before any of them is imported."""
     if args.home is not None:
         os.environ["SCOREGATE_HOME"] = str(args.home.resolve())
-    from tasks.settings import Settings, quiet_environment
+    from tasks.settings import Settings, quiet_environment, quiet_library_logs
 
     settings = Settings.from_env()
     quiet_environment(settings)
@@ -153,14 +155,7 @@ def _prepare_environment(args: argparse.Namespace) -> Any:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if not args.verbose:
-        import logging
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        # Two warnings every registration prints and nobody can act on: the pyfunc adapter is a small class of this
-        # project's (its pickle is read back only by MLflow's own loader), and a uv environment has no pip to pin.
-        logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-        logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        quiet_library_logs()
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     return settings
@@ -257,7 +252,7 @@ def _report_failure(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         print("scoregate: interrupted", file=sys.stderr)
         return EXIT_ERROR
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = first_line(error)
     if isinstance(error, IngestError | FeatureValidationError | SplitError | ThresholdError):
         print(f"scoregate: data error: {message}", file=sys.stderr)
         return EXIT_DATA

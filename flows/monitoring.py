@@ -57,6 +57,7 @@ from tasks.drift_state import (
 )
 from tasks.lineage import PROJECT_ROOT
 from tasks.locks import exclusive_lock
+from tasks.messages import first_line
 from tasks.registry import VersionInfo, download_run_artifact, version_for_alias
 from tasks.settings import Settings
 
@@ -352,7 +353,7 @@ def _retrain(settings: Settings, champion: VersionInfo, rows: int, actor: str) -
             model_name=champion.model_name, model_version=version, environment="staging", requested_by=actor
         )
     except Exception as error:  # noqa: BLE001 - half done: say which version exists and what did not happen
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        message = first_line(error, default="")
         return ActionResult(
             status="failed",
             detail=(
@@ -400,7 +401,7 @@ def _carry_out(settings: Settings, measured: _Measured, retrain_rows: int, actor
         else:
             result = _retrain(settings, measured.champion, retrain_rows, actor)
     except Exception as error:  # noqa: BLE001 - the failure is audited and reported, never swallowed
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        message = first_line(error, default="")
         result = ActionResult(status="failed", detail=f"{decision.action} failed: {type(error).__name__}: {message}")
     append_audit_record(
         settings.home / "audit" / "audit.jsonl",

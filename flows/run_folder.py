@@ -25,6 +25,7 @@ from tasks.dataset import PreparedData
 from tasks.features import FeaturePipeline
 from tasks.ingest import IngestReport
 from tasks.lineage import Lineage
+from tasks.messages import first_line
 from tasks.model import ScoringModel
 from tasks.registry import RegisteredModel
 from tasks.report import EvaluationReport
@@ -234,7 +235,7 @@ class RunFolder:
             return read(path)
         except (ValueError, pl.exceptions.PolarsError) as error:
             # Truncated or foreign content is not a transient error: retrying this step reads the same bytes.
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = first_line(error)
             raise BrokenStepInput(
                 f"step {self.step!r} cannot read {path} (written by step {PRODUCERS[name]!r}): {first}"
             ) from error

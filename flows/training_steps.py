@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from tasks.messages import first_line
+
 if TYPE_CHECKING:
     from flows.run_folder import RunFolder
     from tasks.settings import Settings
@@ -269,7 +271,7 @@ def step_exit_code(error: BaseException) -> int:
     from flows.run_folder import MissingStepInput
     from tasks.config import ConfigError
 
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    message = first_line(error)
     if isinstance(error, MissingStepInput | StepUsageError | ConfigError):
         print(f"scoregate: {message}", file=sys.stderr)
         return EXIT_USAGE
@@ -286,15 +288,11 @@ def step_command(args: argparse.Namespace) -> int:
     home: Path | None = getattr(args, "home", None)
     if home is not None:
         os.environ["SCOREGATE_HOME"] = str(home.resolve())
-    from tasks.settings import Settings, quiet_environment
+    from tasks.settings import Settings, quiet_environment, quiet_library_logs
 
     quiet_environment(Settings.from_env())
     if not getattr(args, "verbose", False):
-        import logging
-
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        quiet_library_logs()
     try:
         written = run_step(args.step, args.run_dir, args.config, args.rows, attempt=args.attempt)
     except BaseException as error:  # noqa: BLE001 - every failure becomes a one-line message and an exit code

@@ -17,6 +17,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from tasks.config import FeatureSpec, TargetSpec, ValidationSpec
+from tasks.messages import first_line
 from tasks.schemas import ROW_COLUMN, coerce_to_schema, raw_schema, row_reasons
 
 __all__ = [
@@ -86,8 +87,7 @@ def read_raw_file(path: Path, declared_format: str = "auto") -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path) if fmt == "parquet" else pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise IngestError(f"{path}: cannot read as {fmt}: {first_line}") from error
+        raise IngestError(f"{path}: cannot read as {fmt}: {first_line(error)}") from error
     if frame.height == 0:
         raise IngestError(f"{path}: no data rows (only a header or an empty table)")
     return frame

@@ -93,3 +93,16 @@ def quiet_environment(settings: Settings) -> None:
     settings.ensure_dirs()
     for key, value in settings.environment().items():
         os.environ.setdefault(key, value)
+
+
+def quiet_library_logs() -> None:
+    """Keep MLflow to its warnings in a command's output (`--verbose` skips this), less two nobody can act on: the
+    pyfunc adapter is a small class of this project's (its pickle is read back only by MLflow's own loader), and a
+    uv environment has no pip whose version MLflow could pin."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
