@@ -299,6 +299,12 @@ def run_cli(*argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def check_namespace(live: LiveCanaries, scenario: str) -> tuple[int, str]:
+    """`scoregate canary check` for production, on the namespace of one scenario's canary."""
+    url = live.prometheus.url
+    return run_cli("canary", "check", "--prometheus", url, "--env", "production", "--namespace", NAMESPACE[scenario])
+
+
 def test_scorers_export_every_series_and_label_the_template_queries(live: LiveCanaries) -> None:
     # given the selectors of every template query (metric name and the labels it matches on)
     wanted: dict[str, set[str]] = {}
@@ -333,16 +339,7 @@ def test_healthy_canary_passes_and_every_metric_is_shown_with_its_value(live: Li
 
     # when the check runs the template's queries for its namespace
     verdicts = verdicts_for(live, "healthy")
-    code, output = run_cli(
-        "canary",
-        "check",
-        "--prometheus",
-        live.prometheus.url,
-        "--env",
-        "production",
-        "--namespace",
-        NAMESPACE["healthy"],
-    )
+    code, output = check_namespace(live, "healthy")
 
     # then every metric has a finite value within its limit, and the command says so and exits 0
     assert tuple(verdicts) == METRICS
@@ -366,16 +363,7 @@ def test_canary_whose_scores_moved_fails_on_score_shift_and_decline_rate(live: L
     assert live.statuses["shifted"] == {200: len(live.canary_records)}
 
     # when the command checks its namespace
-    code, output = run_cli(
-        "canary",
-        "check",
-        "--prometheus",
-        live.prometheus.url,
-        "--env",
-        "production",
-        "--namespace",
-        NAMESPACE["shifted"],
-    )
+    code, output = check_namespace(live, "shifted")
     verdicts = verdicts_for(live, "shifted")
 
     # then it exits non-zero naming the score-distribution and decline-rate metrics, each with the value that broke it,
