@@ -144,12 +144,12 @@ def record_window(state: DriftState, window: WindowRecord) -> DriftState:
     return state.model_copy(update={"windows": kept[-MAX_WINDOWS:]})
 
 
-def _overlap_share(first: WindowRecord, second: WindowRecord) -> float:
-    """The share of the shorter window's time that the two windows have in common."""
-    overlap = (min(first.end, second.end) - max(first.start, second.start)).total_seconds()
-    shorter = min((first.end - first.start).total_seconds(), (second.end - second.start).total_seconds())
+def _overlap_share(first: tuple[float, float], second: tuple[float, float]) -> float:
+    """The share of the shorter of two (start, end) spans, in seconds, that they have in common."""
+    overlap = min(first[1], second[1]) - max(first[0], second[0])
     if overlap <= 0:
         return 0.0
+    shorter = min(first[1] - first[0], second[1] - second[0])
     return 1.0 if shorter <= 0 else overlap / shorter
 
 
@@ -172,11 +172,14 @@ def window_history(state: DriftState, current: WindowRecord) -> list[WindowRecor
         key=lambda record: (record.end, record.evaluated_at),
         reverse=True,
     )
-    kept = [current]
+    kept: list[WindowRecord] = []
+    kept_spans = [(current.start.timestamp(), current.end.timestamp())]
     for window in candidates:
-        if all(_overlap_share(window, newer) <= MAX_SHARED_TIME for newer in kept):
+        span = (window.start.timestamp(), window.end.timestamp())
+        if all(_overlap_share(span, newer) <= MAX_SHARED_TIME for newer in kept_spans):
             kept.append(window)
-    return kept[:0:-1]
+            kept_spans.append(span)
+    return kept[::-1]
 
 
 def past_actions(records: Sequence[AuditRecord], model_name: str, environment: str) -> list[dict[str, str]]:
